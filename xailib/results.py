@@ -53,7 +53,8 @@ def _check_profile(profile: Any) -> str:
 
 
 def _check_name(name: Any, what: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if (not isinstance(name, str) or not _NAME_RE.match(name)
+            or name.lower().endswith((".png", ".pdf", ".svg", ".csv", ".md", ".json"))):
         raise ValueError(
             f"{what} must be a plain file stem of letters, digits, '_', '-' or '.', without a folder "
             f"or an extension, e.g. 'fig06_sorted_contributions'; got {name!r}."
