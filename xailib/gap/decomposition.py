@@ -1,0 +1,507 @@
+"""Hierarchical decomposition (Sec. 3.2): a tree of gAP decompositions from the class score to stage 1.
+
+Starting from the class decision ``F^{L+1}_c`` (the score before softmax), gAP (Eqs. 2-5) decomposes
+it onto the last conv layer of the top stage; the top-N channels by Eq. (4) become children, each
+decided at its peak (Eq. 5), and each child is decomposed onto the stage below, down to stage 1:
+
+    "We use Eqn. (4) to select the top N (e.g., N=3) important activation maps ... We utilize
+    Eqn. (5) to find the feature F^l_{k,x^,y^} corresponding to the maximum activation. Then we
+    decompose it to layer l-1 using gAP."  (Sec. 3.2)
+
+Optionally, channels with overlapping effects are merged by non-maximum suppression (Sec. 4.1,
+"Channel-effect overlaps"): activation maps are thresholded to binary masks, and a channel whose
+mask has IoU > 0.9 with that of a channel of higher contribution is suppressed (merged into it).
+
+:func:`decompose` decomposes all decisions of one tree level together (one batched backward per
+level, chunked under a memory cap, on the network segment between the two stages when the model has
+``run_segment``); :func:`decompose_nodewise` is the slow node-by-node version with full forwards,
+which the tests hold the batched one to.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from xailib.layers import check_layers, model_state
+from xailib.gap.module import (
+    DEFAULT_MAX_BATCH_BYTES,
+    GAP,
+    Neuron,
+    _check_strategy,
+    _model_device,
+    _segment_available,
+    _use_segment,
+    activation_maps,
+    channel_contributions,
+    check_images,
+    decision_gradients,
+    layer_outputs,
+    peak_positions,
+)
+
+__all__ = [
+    "DecompositionNode",
+    "DecompositionTree",
+    "decompose",
+    "decompose_nodewise",
+    "select_channels",
+    "binary_masks",
+    "OUTPUT",
+]
+
+OUTPUT = "output"  # layer name of the root node: the model's class scores
+DEFAULT_MASK_THRESHOLD = 0.2  # fraction of a map's maximum; the paper gives no value (we follow CAM's 20%)
+
+
+# --------------------------------------------------------------------------------------------------
+# The tree
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DecompositionNode:
+    """One decision in the tree: ``F^{layer}_{channel, y, x}`` (the root: class score ``channel``).
+
+    Attributes
+    ----------
+    layer : str
+        Dotted layer name, or ``"output"`` for the root.
+    channel : int
+        Channel ``k`` (class index for the root).
+    position : tuple (y, x) or None
+        The peak of this channel's activation map for its parent's decision (Eq. 5); ``None`` at the root.
+    contribution : float or None
+        ``alpha^l_k`` for the parent's decision (Eq. 4 with strategy "AA"); ``None`` at the root.
+    score : float
+        The decision's value ``F^l_{k,y,x}`` (the class score at the root).
+    children : list of DecompositionNode
+        The top-N channels of the layer below, best first.
+    merged : list of int
+        Channels merged into this one by NMS (their maps overlap with IoU above the threshold).
+    activation_map : np.ndarray ``[h, w]`` or None
+        ``A^l_k`` for the parent's decision (Eq. 3), kept when ``keep_maps=True``.
+    """
+
+    layer: str
+    channel: int
+    position: tuple[int, int] | None = None
+    contribution: float | None = None
+    score: float = 0.0
+    children: list[DecompositionNode] = field(default_factory=list)
+    merged: list[int] = field(default_factory=list)
+    activation_map: np.ndarray | None = None
+
+    def walk(self) -> Iterator[DecompositionNode]:
+        """This node and all below it, depth first, parents before children."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
+
+    def to_dict(self) -> dict:
+        return {
+            "layer": self.layer,
+            "channel": self.channel,
+            "position": None if self.position is None else list(self.position),
+            "contribution": self.contribution,
+            "score": self.score,
+            "merged": list(self.merged),
+            "activation_map": None if self.activation_map is None else np.asarray(self.activation_map).tolist(),
+            "children": [c.to_dict() for c in self.children],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DecompositionNode:
+        return cls(
+            layer=d["layer"],
+            channel=int(d["channel"]),
+            position=None if d.get("position") is None else (int(d["position"][0]), int(d["position"][1])),
+            contribution=d.get("contribution"),
+            score=float(d["score"]),
+            merged=[int(m) for m in d.get("merged", [])],
+            activation_map=None if d.get("activation_map") is None
+            else np.asarray(d["activation_map"], dtype=np.float32),
+            children=[cls.from_dict(c) for c in d.get("children", [])],
+        )
+
+    def _same(self, other: DecompositionNode, atol: float) -> bool:
+        def close(a, b):
+            return (a is None and b is None) or (a is not None and b is not None and abs(a - b) <= atol * max(1, abs(a)))
+
+        return (
+            self.layer == other.layer and self.channel == other.channel and self.position == other.position
+            and close(self.contribution, other.contribution) and close(self.score, other.score)
+            and self.merged == other.merged and len(self.children) == len(other.children)
+            and all(a._same(b, atol) for a, b in zip(self.children, other.children))
+        )
+
+
+@dataclass
+class DecompositionTree:
+    """The result of :func:`decompose`: a root node plus how it was made.
+
+    Attributes
+    ----------
+    root : DecompositionNode
+        The class decision (``layer="output"``).
+    layers : list of str
+        The decomposed layers, low -> high (stage 1 first).
+    target : int
+        The explained class.
+    top_n : int
+    strategy : str
+    nms_iou : float or None
+    mask_threshold : float
+    image_size : tuple (H, W)
+    """
+
+    root: DecompositionNode
+    layers: list[str]
+    target: int
+    top_n: int
+    strategy: str = "AA"
+    nms_iou: float | None = None
+    mask_threshold: float = DEFAULT_MASK_THRESHOLD
+    image_size: tuple[int, int] | None = None
+
+    def walk(self) -> Iterator[DecompositionNode]:
+        """Every node, depth first from the root."""
+        return self.root.walk()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.walk())
+
+    def levels(self) -> list[list[DecompositionNode]]:
+        """Nodes by depth: ``[[root], [top-stage nodes], ..., [stage-1 nodes]]``."""
+        out, level = [], [self.root]
+        while level:
+            out.append(level)
+            level = [c for n in level for c in n.children]
+        return out
+
+    def prune(self, top_n: int | None = None, min_contribution: float | None = None) -> DecompositionTree:
+        """A pruned copy: keep at most ``top_n`` children per node and those with contribution >= the minimum."""
+        if top_n is not None and (not isinstance(top_n, int) or top_n <= 0):
+            raise ValueError(f"top_n must be a positive int, got {top_n!r}.")
+
+        def cut(node: DecompositionNode) -> DecompositionNode:
+            kids = node.children[:top_n] if top_n is not None else list(node.children)
+            if min_contribution is not None:
+                kids = [c for c in kids if c.contribution is not None and c.contribution >= min_contribution]
+            return DecompositionNode(node.layer, node.channel, node.position, node.contribution, node.score,
+                                     [cut(c) for c in kids], list(node.merged), node.activation_map)
+
+        return DecompositionTree(cut(self.root), list(self.layers), self.target,
+                                 min(self.top_n, top_n) if top_n else self.top_n, self.strategy, self.nms_iou,
+                                 self.mask_threshold, self.image_size)
+
+    def to_dict(self) -> dict:
+        return {
+            "method": "gAP hierarchical decomposition",
+            "layers": list(self.layers), "target": self.target, "top_n": self.top_n, "strategy": self.strategy,
+            "nms_iou": self.nms_iou, "mask_threshold": self.mask_threshold,
+            "image_size": None if self.image_size is None else list(self.image_size),
+            "root": self.root.to_dict(),
+        }
+
+    def to_json(self, path: str | Path | None = None, indent: int | None = None) -> str:
+        """The tree as a JSON string; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | Path) -> DecompositionTree:
+        """Load a tree from a JSON string or a file written by :meth:`to_json`."""
+        if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith("{")):
+            source = Path(source).read_text()
+        d = json.loads(source)
+        return cls(
+            root=DecompositionNode.from_dict(d["root"]), layers=list(d["layers"]), target=int(d["target"]),
+            top_n=int(d["top_n"]), strategy=d.get("strategy", "AA"), nms_iou=d.get("nms_iou"),
+            mask_threshold=d.get("mask_threshold", DEFAULT_MASK_THRESHOLD),
+            image_size=None if d.get("image_size") is None else tuple(d["image_size"]),
+        )
+
+    def same_as(self, other: DecompositionTree, atol: float = 1e-5) -> bool:
+        """Same structure, channels, positions and merges; contributions and scores within ``atol`` (relative)."""
+        return self.layers == other.layers and self.target == other.target and self.root._same(other.root, atol)
+
+
+# --------------------------------------------------------------------------------------------------
+# Selecting the top-N channels, with optional NMS
+# --------------------------------------------------------------------------------------------------
+
+
+def binary_masks(maps: torch.Tensor, threshold: float = DEFAULT_MASK_THRESHOLD) -> torch.Tensor:
+    """Threshold activation maps ``[..., K, h, w]`` to masks: ``A > threshold * max(A)`` (all False if max <= 0)."""
+    peak = maps.flatten(-2).amax(-1)[..., None, None]
+    return (maps > threshold * peak) & (peak > 0)
+
+
+def select_channels(
+    contributions: torch.Tensor,
+    maps: torch.Tensor,
+    top_n: int,
+    nms_iou: float | None = None,
+    mask_threshold: float = DEFAULT_MASK_THRESHOLD,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-N channels per decision by contribution, optionally with NMS on thresholded maps.
+
+    Parameters
+    ----------
+    contributions : Tensor ``[D, K]``
+    maps : Tensor ``[D, K, h, w]``
+        Activation maps (Eq. 3), only used for NMS.
+    top_n : int
+    nms_iou : float or None
+        Suppress a channel whose mask has IoU > ``nms_iou`` with a kept channel (the paper: 0.9).
+    mask_threshold : float
+        Masks are ``A > mask_threshold * max(A)``.
+
+    Returns
+    -------
+    kept : LongTensor ``[D, n]``
+        Channel indices, best first; ``-1`` where fewer than ``n`` channels remain after NMS.
+    merged_into : LongTensor ``[D, K]``
+        For each channel the slot ``0..n-1`` of the kept channel it was merged into, else ``-1``.
+
+    Ties in contribution go to the lower channel index.
+    """
+    d, k = contributions.shape
+    n = min(top_n, k)
+    merged_into = torch.full((d, k), -1, dtype=torch.long, device=contributions.device)
+    if nms_iou is None:
+        order = torch.sort(contributions, dim=1, descending=True, stable=True).indices
+        return order[:, :n], merged_into
+    masks = binary_masks(maps, mask_threshold).flatten(-2).float()  # [D, K, P]
+    area = masks.sum(-1)  # [D, K]
+    rows = torch.arange(d, device=contributions.device)
+    available = torch.ones(d, k, dtype=torch.bool, device=contributions.device)
+    kept = []
+    for slot in range(n):  # greedy NMS, vectorised over decisions and channels
+        score = contributions.masked_fill(~available, -torch.inf)
+        best = score.argmax(1)  # first maximum: ties go to the lower channel
+        valid = available[rows, best]
+        inter = torch.einsum("dkp,dp->dk", masks, masks[rows, best])
+        union = area + area[rows, best][:, None] - inter
+        iou = torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter))
+        suppress = (iou > nms_iou) & available & valid[:, None]
+        suppress[rows, best] = False
+        merged_into[suppress] = slot
+        available &= ~suppress
+        available[rows, best] = False
+        kept.append(torch.where(valid, best, torch.full_like(best, -1)))
+    return torch.stack(kept, dim=1), merged_into
+
+
+def _check_common(model, image, layers, top_n, strategy, nms_iou, mask_threshold):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    image = check_images(image, one=True, what="image")
+    if layers is None:
+        layers = getattr(model, "stage_names", None)
+        if layers is None:
+            raise ValueError(
+                f"{type(model).__name__} has no `stage_names`; pass layers=[...] explicitly: the last conv layer "
+                "(or block) of each stage, low -> high, e.g. for torchvision's vgg16 "
+                "['features.3', 'features.8', 'features.15', 'features.22', 'features.29']."
+            )
+    layers = check_layers(model, list(layers))
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers must be distinct, got {layers}.")
+    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n <= 0:
+        raise ValueError(f"top_n must be a positive int (the paper uses N = 3), got {top_n!r}.")
+    strategy = _check_strategy(strategy)
+    if nms_iou is not None and not (0.0 <= float(nms_iou) <= 1.0):
+        raise ValueError(f"nms_iou must be in [0, 1] (the paper uses 0.9) or None, got {nms_iou!r}.")
+    if not (0.0 <= float(mask_threshold) < 1.0):
+        raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}.")
+    stages = getattr(model, "stage_names", None)
+    if stages is not None and all(name in stages for name in layers):
+        idx = [list(stages).index(name) for name in layers]
+        if idx != sorted(idx):
+            raise ValueError(f"layers must go low -> high (as in model.stage_names {list(stages)}), got {layers}.")
+    return image.to(_model_device(model)), layers, strategy
+
+
+def _check_target(target, n_classes: int) -> int:
+    if isinstance(target, torch.Tensor) and target.numel() == 1 and not target.is_floating_point():
+        target = int(target)
+    if isinstance(target, bool) or not isinstance(target, int):
+        raise TypeError(f"target must be a class index (int) or None for the predicted class, got {target!r}.")
+    if not 0 <= target < n_classes:
+        raise ValueError(f"Class index {target} is outside the model's {n_classes} classes (0..{n_classes - 1}).")
+    return target
+
+
+def _children(
+    level_nodes: list[DecompositionNode], layer: str, contributions: torch.Tensor, maps: torch.Tensor,
+    peaks: torch.Tensor, features: torch.Tensor, top_n: int, nms_iou, mask_threshold, keep_maps: bool,
+) -> list[DecompositionNode]:
+    """Attach the selected channels of ``layer`` as children of ``level_nodes`` (row d = node d)."""
+    kept, merged_into = select_channels(contributions, maps, top_n, nms_iou, mask_threshold)
+    d_idx, slot = torch.nonzero(kept >= 0, as_tuple=True)
+    ch = kept[d_idx, slot]
+    pos = peaks[d_idx, ch]  # [M, 2]
+    vals = features[d_idx, ch, pos[:, 0], pos[:, 1]]
+    contrib = contributions[d_idx, ch]
+    thumbs = maps[d_idx, ch].float().cpu().numpy() if keep_maps else None
+    d_idx_l, ch_l, pos_l = d_idx.tolist(), ch.tolist(), pos.tolist()
+    vals_l, contrib_l, slot_l = vals.tolist(), contrib.tolist(), slot.tolist()
+    merged_l = merged_into.tolist()
+    new = []
+    for i in range(len(ch_l)):  # building Python objects, one per selected channel
+        d = d_idx_l[i]
+        node = DecompositionNode(
+            layer=layer, channel=ch_l[i], position=(pos_l[i][0], pos_l[i][1]), contribution=contrib_l[i],
+            score=vals_l[i], merged=[c for c, s in enumerate(merged_l[d]) if s == slot_l[i]],
+            activation_map=None if thumbs is None else thumbs[i],
+        )
+        level_nodes[d].children.append(node)
+        new.append(node)
+    return new
+
+
+# --------------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------------
+
+
+def decompose(
+    model: nn.Module,
+    image: torch.Tensor,
+    target: int | None = None,
+    layers: Sequence[str] | None = None,
+    top_n: int = 3,
+    strategy: str = "AA",
+    nms_iou: float | None = None,
+    mask_threshold: float = DEFAULT_MASK_THRESHOLD,
+    keep_maps: bool = True,
+    max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
+    use_segment: bool | str = "auto",
+    progress: bool = False,
+) -> DecompositionTree:
+    """Hierarchical decomposition (Sec. 3.2) of one image's class decision, batched per tree level.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Runs in eval mode for the call (BatchNorm statistics untouched; the mode is restored).
+    image : Tensor ``[1, C, H, W]`` (or ``[C, H, W]``)
+    target : int or None
+        Class to explain; ``None`` = the predicted class.
+    layers : list of str or None
+        The last conv layer (or block) of each stage, low -> high; ``None`` = ``model.stage_names``.
+    top_n : int
+        N, channels kept per decision (the paper: 3).
+    strategy : {"AA", "MA", "AG", "MG"}
+        How channels are ranked (Table 1); "AA" is Eq. (4).
+    nms_iou : float or None
+        Merge channels whose binary maps overlap with IoU > ``nms_iou`` (the paper: 0.9); None = no NMS.
+    mask_threshold : float
+        Binary mask of a map: ``A > mask_threshold * max(A)``. The paper does not give its threshold.
+    keep_maps : bool
+        Store each node's activation map (needed by :func:`xailib.gap.plot_decomposition`).
+    max_batch_bytes : int or None
+        Memory cap per chunk of decisions (bytes autograd saves); ``None`` = one chunk per level.
+    use_segment : {"auto", True, False}
+        Run only the segment between two stages with ``model.run_segment`` when available.
+    progress : bool
+        tqdm bars over levels and chunks.
+
+    Returns
+    -------
+    DecompositionTree
+        Levels: root (class score) -> top stage (N nodes) -> ... -> stage 1 (N^L nodes).
+
+    Notes
+    -----
+    All decisions of one level are decomposed together: their lower features are stacked into a
+    ``[D, K, h, w]`` batch and one backward of the summed decision scores gives all ``D`` gradient
+    maps (Eq. 2). The result equals :func:`decompose_nodewise`.
+    """
+    image, layers, strategy = _check_common(model, image, layers, top_n, strategy, nms_iou, mask_threshold)
+    segment = _use_segment(model, layers[-1], None, use_segment) and all(
+        _segment_available(model, lo, None) for lo in layers
+    )
+    with model_state(model, train=False, requires_grad=False):
+        if segment:
+            acts, logits = layer_outputs(model, image, layers)
+        else:
+            with torch.no_grad():
+                logits = model(image)
+            acts = {}
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+            raise ValueError(f"The model must return class scores [B, C]; got "
+                             f"{getattr(logits, 'shape', type(logits).__name__)}.")
+        target = int(logits[0].argmax()) if target is None else _check_target(target, logits.shape[1])
+        root = DecompositionNode(layer=OUTPUT, channel=target, score=float(logits[0, target]))
+        level, upper = [root], None
+        for lower in tqdm(list(reversed(layers)), disable=not progress, desc="gAP levels", leave=False):
+            channels = torch.tensor([n.channel for n in level], dtype=torch.long)
+            positions = None if upper is None else torch.tensor([n.position for n in level], dtype=torch.long)
+            g, f, _ = decision_gradients(
+                model, image, lower, upper, channels, positions, torch.zeros(len(level), dtype=torch.long),
+                lower_acts=acts.get(lower), use_segment=segment, max_batch_bytes=max_batch_bytes, progress=progress,
+            )
+            a = activation_maps(g, f)  # Eq. (3)
+            level = _children(level, lower, channel_contributions(g, f, strategy), a, peak_positions(a), f,
+                              top_n, nms_iou, mask_threshold, keep_maps)
+            upper = lower
+    return DecompositionTree(root, layers, target, top_n, strategy, nms_iou, float(mask_threshold),
+                             tuple(image.shape[-2:]))
+
+
+def decompose_nodewise(
+    model: nn.Module,
+    image: torch.Tensor,
+    target: int | None = None,
+    layers: Sequence[str] | None = None,
+    top_n: int = 3,
+    strategy: str = "AA",
+    nms_iou: float | None = None,
+    mask_threshold: float = DEFAULT_MASK_THRESHOLD,
+    keep_maps: bool = True,
+    use_segment: bool | str = False,
+    progress: bool = False,
+) -> DecompositionTree:
+    """The slow node-by-node hierarchical decomposition: one :class:`GAP` call (a full forward and
+    backward by default) per decomposed node, recursively. Same arguments and result as
+    :func:`decompose`; for tests and benchmarks.
+    """
+    image, layers, strategy = _check_common(model, image, layers, top_n, strategy, nms_iou, mask_threshold)
+    gap = GAP(model, use_segment=use_segment, max_batch_bytes=None)
+    with model_state(model, train=False, requires_grad=False):
+        with torch.no_grad():
+            logits = model(image)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+            raise ValueError(f"The model must return class scores [B, C]; got "
+                             f"{getattr(logits, 'shape', type(logits).__name__)}.")
+        target = int(logits[0].argmax()) if target is None else _check_target(target, logits.shape[1])
+        root = DecompositionNode(layer=OUTPUT, channel=target, score=float(logits[0, target]))
+        stack = [(root, len(layers) - 1)]
+        bar = tqdm(disable=not progress, desc="gAP nodes", leave=False)
+        while stack:
+            node, i = stack.pop()
+            if i < 0:
+                continue
+            decision = node.channel if node.layer == OUTPUT else Neuron(node.layer, node.channel, *node.position)
+            r = gap.attribute(image, target=decision, layer=layers[i], strategy=strategy)
+            bar.update(1)
+            kids = _children([node], layers[i], r.contributions, r.activation_maps, r.peaks, r.features,
+                             top_n, nms_iou, mask_threshold, keep_maps)
+            stack.extend((c, i - 1) for c in kids)
+        bar.close()
+    return DecompositionTree(root, layers, target, top_n, strategy, nms_iou, float(mask_threshold),
+                             tuple(image.shape[-2:]))
