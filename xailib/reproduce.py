@@ -267,10 +267,10 @@ def notebook_parameters(path: str | Path) -> dict[str, dict[str, Any]]:
     return dict(pm.inspect_notebook(str(path)))
 
 
-def _collect(notebooks_dir, only: str) -> tuple[Path, list[_Notebook]]:
+def _collect(notebooks_dir, only: str) -> list[_Notebook]:
     nb_dir = _default_dirs(notebooks_dir, None, None)[0].resolve()
     paths = find_notebooks(nb_dir, only)
-    return nb_dir, [_Notebook(p, p.relative_to(nb_dir).as_posix(), notebook_parameters(p)) for p in paths]
+    return [_Notebook(p, p.relative_to(nb_dir).as_posix(), notebook_parameters(p)) for p in paths]
 
 
 def _check_extra_params(notebooks: Sequence[_Notebook], params: Mapping[str, Any]) -> None:
@@ -420,7 +420,7 @@ def reproduce(
     stream = stream or sys.stdout
     _check_profile_device(profile, device)
     extra = dict(params or {})
-    nb_dir, notebooks = _collect(notebooks_dir, only)
+    notebooks = _collect(notebooks_dir, only)
     _check_extra_params(notebooks, extra)
     _check_kernel(kernel_name)
     _, figures, build = _default_dirs(None, figures_dir, build_dir)
@@ -502,7 +502,7 @@ def prepare_smoke(
 
     _check_profile_device(profile, device)
     extra = dict(params or {})
-    nb_dir, notebooks = _collect(notebooks_dir, only)
+    notebooks = _collect(notebooks_dir, only)
     _check_extra_params(notebooks, extra)
     dest = Path(dest).resolve()
     if dest.exists():
@@ -527,7 +527,7 @@ def prepare_smoke(
 
 
 # -- command line -------------------------------------------------------------------------------------------
-def _format_listing(nb_dir: Path, notebooks: Sequence[_Notebook]) -> str:
+def _format_listing(notebooks: Sequence[_Notebook]) -> str:
     lines = []
     for nb in notebooks:
         lines.append(_show(nb.path))
@@ -579,8 +579,7 @@ def main(argv: Sequence[str] | None = None, *, notebooks_dir: str | Path | None 
         params[name] = parse_value(value)
     try:
         if args.list:
-            nb_dir, notebooks = _collect(notebooks_dir, args.only)
-            print(_format_listing(nb_dir, notebooks))
+            print(_format_listing(_collect(notebooks_dir, args.only)))
             return 0
         if args.prepare_smoke is not None:
             copies = prepare_smoke(args.prepare_smoke, args.only, params, profile=args.profile or "smoke",
