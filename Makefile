@@ -8,7 +8,6 @@ DEVICE ?= auto
 ONLY ?= *
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
 .PHONY: help install data reproduce test test-unit test-notebooks lab models bench clean
 
