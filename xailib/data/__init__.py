@@ -1,0 +1,130 @@
+"""Datasets by name: ConceptWorld (procedural, with ground-truth concepts), Fashion-MNIST, ImageNet folders.
+
+Every dataset yields ``(image, label)`` with images as float tensors in [0, 1]; normalisation lives in the
+models (their first layer is :class:`xailib.models.Normalize`).
+
+>>> from xailib.data import load_dataset, dataset_info
+>>> test = load_dataset("fashion-mnist", "test", n=500)
+>>> dataset_info("fashion-mnist").input_shape
+(1, 28, 28)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from torch.utils.data import Dataset
+
+__all__ = ["DATASETS", "load_dataset", "dataset_info", "DatasetInfo"]
+
+#: Names accepted by :func:`load_dataset`.
+DATASETS: tuple[str, ...] = ("conceptworld", "fashion-mnist", "imagenet-folder")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset.
+
+    Attributes
+    ----------
+    name : str
+    input_shape : tuple of int
+        ``(C, H, W)`` of one image.
+    class_names : tuple of str or None
+        Indexed by label; ``None`` for an image folder whose root was not given.
+    n_classes : int or None
+    """
+
+    name: str
+    input_shape: tuple[int, int, int]
+    class_names: tuple[str, ...] | None
+    n_classes: int | None
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(DATASETS)}.")
+    return name
+
+
+def load_dataset(name: str, split: str = "train", *, n: int | None = None, seed: int = 0,
+                 root: str | os.PathLike | None = None, **kw) -> Dataset:
+    """Load a dataset by name.
+
+    Parameters
+    ----------
+    name : {"conceptworld", "fashion-mnist", "imagenet-folder"}
+    split : str
+        ``"train"`` or ``"test"`` (ConceptWorld and Fashion-MNIST); ignored for an image folder (the
+        folder is the split).
+    n : int, optional
+        Number of images: ConceptWorld generates ``n`` images; the others keep a deterministic random
+        subset of ``n`` (all when None).
+    seed : int
+        Seed of the generation (ConceptWorld) or of the subset.
+    root : path-like, optional
+        Fashion-MNIST: a folder to look in first; image folder: the folder itself (required).
+    **kw
+        Passed on: ConceptWorld ``size=64, bias=None``; Fashion-MNIST ``download=False``; image folder
+        ``resize=256, crop=224, transform=None``.
+
+    Returns
+    -------
+    torch.utils.data.Dataset
+        Items ``(image [C, H, W] float in [0, 1], label int)``; ``.images``/``.labels`` tensors for the
+        in-memory datasets and ``.class_names`` for all.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the valid ones) or bad arguments.
+    """
+    name = _check_name(name)
+    if name == "conceptworld":
+        from xailib.data.conceptworld import ConceptWorldDataset  # lazy: written alongside this module
+
+        if root is not None:
+            raise ValueError("ConceptWorld is generated, not read from disk; leave root=None.")
+        kw.setdefault("size", 64)
+        kw.setdefault("bias", None)
+        return ConceptWorldDataset(split=split, n=n, seed=seed, **kw)
+    if name == "fashion-mnist":
+        from xailib.data.fashion_mnist import FashionMNIST
+
+        return FashionMNIST(split, n=n, seed=seed, root=root, **kw)
+    from xailib.data.imagenet import ImageFolderDataset
+
+    return ImageFolderDataset(root, n=n, seed=seed, **kw)
+
+
+def dataset_info(name: str, *, root: str | os.PathLike | None = None, size: int = 64) -> DatasetInfo:
+    """Input shape and class names of a dataset, without loading its images.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`DATASETS`.
+    root : path-like, optional
+        For ``"imagenet-folder"``: the folder whose sub-folder names are the classes.
+    size : int
+        ConceptWorld image side.
+    """
+    name = _check_name(name)
+    if name == "fashion-mnist":
+        from xailib.data.fashion_mnist import CLASS_NAMES
+
+        return DatasetInfo(name, (1, 28, 28), tuple(CLASS_NAMES), len(CLASS_NAMES))
+    if name == "conceptworld":
+        from xailib.data import conceptworld
+
+        names = getattr(conceptworld, "CLASS_NAMES", None)
+        if names is None:
+            names = conceptworld.ConceptWorldDataset(split="test", n=1, seed=0, size=size).class_names
+        return DatasetInfo(name, (3, size, size), tuple(names), len(names))
+    if root is None:
+        return DatasetInfo(name, (3, 224, 224), None, None)
+    from pathlib import Path
+
+    classes = tuple(sorted(d.name for d in Path(root).iterdir() if d.is_dir() and not d.name.startswith(".")))
+    return DatasetInfo(name, (3, 224, 224), classes, len(classes))
