@@ -288,13 +288,14 @@ def _check_int(value, name: str, minimum: int | None = None) -> int:
 
 
 def _lookup(names: Sequence[str], name, kind: str) -> int:
+    kinds = kind + ("es" if kind.endswith("s") else "s")
     if not isinstance(name, str):
-        raise TypeError(f"{kind} must be given by name (a str), got {type(name).__name__} {name!r}. "
-                        f"Valid {kind}s: {', '.join(names)}.")
+        raise TypeError(f"A {kind} must be given by name (a str), got {type(name).__name__} {name!r}. "
+                        f"Valid {kinds}: {', '.join(names)}.")
     try:
         return list(names).index(name)
     except ValueError:
-        raise ValueError(f"Unknown {kind} {name!r}. Valid {kind}s: {', '.join(names)}.") from None
+        raise ValueError(f"Unknown {kind} {name!r}. Valid {kinds}: {', '.join(names)}.") from None
 
 
 def _as_name_list(value, kind: str) -> list[str]:

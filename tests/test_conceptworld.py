@@ -1,0 +1,404 @@
+"""ConceptWorld: determinism, ground truth, interventions, probes, planted bias, errors.
+
+Small batches only: the whole file runs in a few seconds on one core.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from xailib.data.conceptworld import (
+    ALL_CLASS_NAMES, CLASS_NAMES, COLOUR_NAMES, MIN_SIZE, NEUTRAL_GREY, PART_NAMES, TEXTURE_NAMES, BiasSpec,
+    ConceptWorld, ConceptWorldDataset, Recipe, _PALETTE, _Z_ORDER,
+)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return ConceptWorld(size=64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def scenes(world):
+    """60 scenes, six of every class, and their rendering."""
+    rec = world.sample(60, split="train", seed=123)
+    return rec, world.render(rec)
+
+
+def _object_transform(world, rec):
+    """Literal per-image object coordinates on the full pixel grid (the reference for the windowed renderer)."""
+    H = world.size
+    coords = (torch.arange(H, dtype=torch.float32) + 0.5) / H * 2 - 1
+    out = []
+    for i in range(len(rec)):
+        xs, ys = coords[None, :], coords[:, None]
+        dx, dy = xs - rec.center[i, 0], ys - rec.center[i, 1]
+        c, s, sc = torch.cos(rec.rotation[i]), torch.sin(rec.rotation[i]), rec.scale[i]
+        sign = -1.0 if bool(rec.flip[i]) else 1.0
+        out.append(((c * dx + s * dy) / sc * sign, (-s * dx + c * dy) / sc))
+    return out
+
+
+def _reference_part_index(world, rec):
+    """Slow reference: for each image, each part in z-order and each primitive, the shape test on the full
+    grid, painted over the previous parts. Returns int64 [N, H, W] (-1 background)."""
+    H = world.size
+    out = torch.full((len(rec), H, H), -1, dtype=torch.long)
+    for i, (u, v) in enumerate(_object_transform(world, rec)):
+        for pname in _Z_ORDER:
+            p = PART_NAMES.index(pname)
+            if not bool(rec.present[i, p]):
+                continue
+            mask = torch.zeros(H, H, dtype=torch.bool)
+            for prim in world._geom[rec.label[i], p]:
+                active, shape, cu, cv, a, b, ang = prim.tolist()
+                if not active:
+                    continue
+                a, b = a * rec.part_scale[i, p], b * rec.part_scale[i, p]
+                ang = torch.tensor(ang, dtype=torch.float32) + rec.part_angle[i, p]
+                du, dv = u - cu, v - cv
+                ru = torch.cos(ang) * du + torch.sin(ang) * dv
+                rv = -torch.sin(ang) * du + torch.cos(ang) * dv
+                if shape == 0:
+                    mask |= (ru / a) ** 2 + (rv / b) ** 2 <= 1.0
+                elif shape == 1:
+                    mask |= (ru.abs() <= a) & (rv.abs() <= b)
+                else:
+                    mask |= (ru >= -a) & (rv.abs() <= b * (a - ru) / (2 * a))
+            out[i][mask] = p
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- vocabulary
+def test_vocabulary(world):
+    assert world.class_names == list(CLASS_NAMES) == list(ALL_CLASS_NAMES[:10])
+    assert len(world.part_names) == 13 and len(world.texture_names) == 5
+    assert world.concept_names == world.part_names + world.texture_names + world.colour_names + world.context_names
+    assert len(set(world.concept_names)) == len(world.concept_names)
+    assert len(world.attribute_names) == 13 + 5 + 10 + 6 >= 20
+    assert world.concept_kind("stripes") == "texture" and world.concept_kind("water") == "context"
+
+
+# ---------------------------------------------------------------------------------------------- determinism
+def test_same_seed_same_tensors_different_seed_different(world):
+    a = world.render(world.sample(12, seed=5))
+    b = world.render(world.sample(12, seed=5))
+    c = world.render(world.sample(12, seed=6))
+    d = ConceptWorld(size=64, seed=1).render(ConceptWorld(size=64, seed=1).sample(12, seed=5))
+    assert a.recipes.equal(b.recipes)
+    assert torch.equal(a.images, b.images) and torch.equal(a.part_index, b.part_index)
+    assert not torch.equal(a.images, c.images)
+    assert not torch.equal(a.images, d.images)  # the world seed is mixed in too
+
+
+def test_splits_do_not_share_scenes(world):
+    train, test = world.sample(300, "train", seed=0), world.sample(300, "test", seed=0)
+    key = lambda r: {tuple(x) for x in torch.cat([r.center, r.scale[:, None]], 1).tolist()}  # noqa: E731
+    assert not key(train) & key(test)
+    dtrain = ConceptWorldDataset("train", n=40, seed=0)
+    dtest = ConceptWorldDataset("test", n=40, seed=0)
+    same = (dtrain.images[:, None] == dtest.images[None]).flatten(2).all(-1)
+    assert not same.any()
+
+
+def test_classes_are_balanced(world):
+    counts = torch.bincount(world.sample(1000, seed=0).label, minlength=10)
+    assert counts.tolist() == [100] * 10
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+def test_windowed_renderer_matches_literal_reference(world, scenes):
+    rec, batch = scenes
+    ref = _reference_part_index(world, rec)
+    assert torch.equal(batch.part_index.long(), ref)
+
+
+def test_batched_equals_one_by_one(world, scenes):
+    rec, batch = scenes
+    for i in (0, 17, 59):
+        one = world.render(rec[i])
+        assert torch.equal(one.images[0], batch.images[i])
+        assert torch.equal(one.part_index[0], batch.part_index[i])
+
+
+def test_dataset_chunks_equal_one_render():
+    a = ConceptWorldDataset("test", n=30, seed=3, chunk_size=7)
+    b = ConceptWorldDataset("test", n=30, seed=3)
+    assert torch.equal(a.images, b.images) and torch.equal(a.part_index, b.part_index)
+    img, label = a[4]
+    assert img.shape == (3, 64, 64) and img.dtype == torch.float32 and isinstance(label, int)
+    assert label == int(a.labels[4]) and a.class_names == list(CLASS_NAMES)
+    assert a.attributes.shape == (30, len(a.attribute_names))
+    assert torch.equal(a.scenes([4]).images[0], img)
+
+
+def test_hand_built_scene_pixels(world):
+    """One red plain fish, unrotated, centred, scale 0.5: pixels checked by hand.
+
+    Pixel j has centre x = (j + 0.5) / 32 - 1; object coordinate u = x / 0.5.
+    Body: ellipse centre (0.05, 0), half-axes (0.58, 0.30). Eye: circle (0.40, -0.08), radius 0.06.
+    """
+    rec = world.sample(1, seed=0)
+    P = len(PART_NAMES)
+    fish = CLASS_NAMES.index("fish")
+    rec.label[:] = fish
+    rec.context[:] = -1
+    rec.center[:] = 0.0
+    rec.scale[:] = 0.5
+    rec.rotation[:] = 0.0
+    rec.flip[:] = False
+    rec.present[:] = False
+    rec.present[0, [PART_NAMES.index("body"), PART_NAMES.index("eye")]] = True
+    rec.texture[:] = 0
+    rec.colour[:] = COLOUR_NAMES.index("red")
+    rec.part_scale[:] = 1.0
+    rec.part_angle[:] = 0.0
+    rec.colour_jitter[:] = 0.0
+    out = world.render(rec)
+    body, eye = PART_NAMES.index("body"), PART_NAMES.index("eye")
+    # u = 0.05 -> x = 0.025 -> j = 32.3: pixel 32 (x = 0.015625, u = 0.03125); v: pixel 32, v = 0.03125
+    assert out.part_index[0, 32, 32] == body
+    assert torch.allclose(out.images[0, :, 32, 32], torch.tensor([0.86, 0.10, 0.10]))
+    # eye centre u = 0.40 -> x = 0.20 -> j = 37.9 (pixel 37, u = 0.40625); v = -0.08 -> y = -0.04 -> pixel 30
+    assert out.part_index[0, 30, 37] == eye
+    # body tip: u = 0.05 + 0.58 = 0.63 -> x = 0.315 -> j = 41.6: pixel 41 (u = 0.594) body,
+    # pixel 42 (u = 0.656) background
+    assert out.part_index[0, 32, 41] == body and out.part_index[0, 32, 42] == -1
+    # top of the body: v = -0.30 -> y = -0.15 -> pixel 27 (v = -0.28) body, pixel 26 (v = -0.34) not
+    assert out.part_index[0, 27, 34] == body and out.part_index[0, 26, 34] == -1
+    # the rim of the body is 0.6 x red; the background is blank grey
+    assert torch.allclose(out.images[0, :, 27, 34], 0.6 * torch.tensor([0.86, 0.10, 0.10]))
+    assert torch.equal(out.images[0, :, 0, 0], torch.full((3,), 0.5))
+    assert P == out.part_masks.shape[1]
+
+
+def test_images_in_range_and_masks_consistent(world, scenes):
+    rec, batch = scenes
+    assert batch.images.shape == (60, 3, 64, 64) and batch.images.dtype == torch.float32
+    assert float(batch.images.min()) >= 0.0 and float(batch.images.max()) <= 1.0
+    pm = batch.part_masks
+    assert pm.shape == (60, 13, 64, 64)
+    assert (pm.sum(1) <= 1).all(), "parts are disjoint (each pixel belongs to the top part)"
+    assert torch.equal(pm.any(1), batch.object_mask)
+    visible = pm.flatten(2).any(-1)
+    assert torch.equal(visible, rec.present), "every present part shows, no absent part does"
+    # objects lie inside the frame: the outer 2-pixel border is background in most images
+    border = batch.object_mask.clone()
+    border[:, 2:-2, 2:-2] = False
+    assert (border.flatten(1).sum(1) == 0).float().mean() > 0.9
+    cm = batch.concept_masks
+    P, T, K = 13, 5, 10
+    assert cm.shape == (60, len(world.concept_names), 64, 64)
+    assert torch.equal(cm[:, :P], pm)
+    assert torch.equal(cm[:, P:P + T].sum(1), batch.object_mask.long())  # one texture per object pixel
+    assert torch.equal(cm[:, P + T:P + T + K].sum(1), batch.object_mask.long())  # one colour per object pixel
+    assert torch.equal(cm[:, P + T + K:].sum(1), batch.background_mask.long())  # one context per bg pixel
+    stripes = world.concept_names.index("stripes")
+    has_stripes = batch.attributes[:, world.attribute_names.index("texture_stripes")].bool()
+    assert torch.equal(cm[:, stripes].flatten(1).any(1), has_stripes)
+
+
+def test_attributes_agree_with_recipe(world, scenes):
+    rec, batch = scenes
+    attrs = batch.attributes
+    assert attrs.shape == (60, len(world.attribute_names))
+    for i in (0, 1, 2, 33):
+        d = rec.to_dict(i)
+        on = {name for name, a in zip(world.attribute_names, attrs[i].tolist()) if a == 1.0}
+        expected = {f"has_{p}" for p in d["parts"]}
+        expected |= {f"texture_{v['texture']}" for v in d["parts"].values()}
+        expected |= {f"colour_{v['colour']}" for v in d["parts"].values()}
+        expected |= {f"context_{d['context_name']}"}
+        assert on == expected
+
+
+def test_recipe_json_round_trip(world, scenes):
+    rec, _ = scenes
+    dicts = [json.loads(json.dumps(rec.to_dict(i))) for i in range(5)]
+    assert dicts[0]["class_name"] in world.class_names
+    back = Recipe.from_dicts(dicts)
+    assert back.equal(rec[0:5])
+
+
+def test_size_is_configurable():
+    w = ConceptWorld(size=40, seed=0)
+    b = w.render(w.sample(3))
+    assert b.images.shape == (3, 3, 40, 40) and b.part_masks.shape == (3, 13, 40, 40)
+
+
+# ---------------------------------------------------------------------------------------------- interventions
+@pytest.mark.parametrize("part", ["head", "legs", "wings", "body"])
+def test_remove_part_changes_only_its_pixels(world, scenes, part):
+    rec, batch = scenes
+    p = PART_NAMES.index(part)
+    after = world.render(world.remove(rec, parts=[part]))
+    changed = (after.images != batch.images).any(1)
+    mask = batch.part_masks[:, p]
+    assert not (changed & ~mask).any(), "pixels outside the part's visible mask stay identical"
+    has = mask.flatten(1).any(1)
+    assert has.sum() > 0
+    frac = (changed & mask).flatten(1).sum(1)[has].float() / mask.flatten(1).sum(1)[has]
+    assert frac.min() > 0.8, "what the part covered shows through"
+    assert not after.part_masks[:, p].any()
+    assert not rec.present[has, p].logical_not().any()  # the input recipes are untouched
+
+
+def test_remove_concepts(world, scenes):
+    rec, batch = scenes
+    a = world.attributes(world.remove(rec, concepts=["stripes", "red", "water", "tail"]))
+    names = world.attribute_names
+    for n in ("texture_stripes", "colour_red", "context_water", "has_tail"):
+        assert not a[:, names.index(n)].any()
+    no_water = world.render(world.remove(rec, concepts="water"))
+    water = rec.context == world.context_names.index("water")
+    assert water.any()
+    bg = batch.background_mask
+    assert (no_water.images[water].permute(0, 2, 3, 1)[bg[water]] == 0.5).all()
+    assert torch.equal(no_water.images[~water], batch.images[~water])
+    grey = world.render(world.remove(rec, concepts="red"))
+    red = batch.concept_mask("red")
+    assert not torch.equal(grey.images, batch.images)
+    assert ((grey.images != batch.images).any(1) & ~red).sum() == 0, "only red pixels change"
+    assert torch.isclose(grey.images.permute(0, 2, 3, 1)[red], torch.tensor(NEUTRAL_GREY), atol=0.06).any()
+
+
+def test_isolate_blank_outside_parts(world, scenes):
+    rec, batch = scenes
+    iso = world.render(world.isolate(rec, parts=["head", "tail"]))
+    keep = batch.part_masks[:, [PART_NAMES.index("head"), PART_NAMES.index("tail")]].any(1)
+    inside = iso.object_mask
+    assert (iso.images.permute(0, 2, 3, 1)[~inside] == 0.5).all(), "blank background outside the parts"
+    assert torch.equal(iso.part_index[inside].unique().sort().values,
+                       torch.tensor([PART_NAMES.index("head"), PART_NAMES.index("tail")], dtype=torch.int8))
+    # where head or tail was visible in the scene, the isolated image shows the same pixels
+    assert torch.equal(iso.images.permute(0, 2, 3, 1)[keep], batch.images.permute(0, 2, 3, 1)[keep])
+    assert not world.attributes(world.isolate(rec, "head"))[:, -6:].any(), "no context attribute"
+
+
+def test_swap_context_changes_only_background(world, scenes):
+    rec, batch = scenes
+    night = world.render(world.swap(rec, context="night"))
+    changed = (night.images != batch.images).any(1)
+    assert not (changed & batch.object_mask).any()
+    assert changed[rec.context != world.context_names.index("night")].any()
+    assert torch.equal(night.part_index, batch.part_index)
+
+
+def test_swap_texture_changes_only_object(world, scenes):
+    rec, batch = scenes
+    chk = world.swap(rec, texture="checker", parts=["body"])
+    assert (chk.texture[:, 0] == TEXTURE_NAMES.index("checker")).all()
+    assert torch.equal(chk.texture[:, 1:], rec.texture[:, 1:])
+    out = world.render(chk)
+    changed = (out.images != batch.images).any(1)
+    assert not (changed & ~batch.part_masks[:, 0]).any()
+    assert changed.any()
+
+
+# ---------------------------------------------------------------------------------------------- probes
+def test_every_probe_set_shows_its_concept(world):
+    for concept in world.concept_names:
+        probe = world.probe_set(concept, 3, seed=0)
+        images, masks = probe
+        assert images.shape == (3, 3, 64, 64) and masks.shape == (3, 64, 64)
+        assert float(images.min()) >= 0 and float(images.max()) <= 1
+        assert masks.flatten(1).any(1).all(), concept
+        if probe.kind == "part":
+            outside = images.permute(0, 2, 3, 1)[~masks]
+            assert (outside == 0.5).all(), f"{concept}: the part alone on a blank background"
+        if probe.kind == "context":
+            assert masks.all()
+    a, b = world.probe_set("stripes", 4, seed=1), world.probe_set("stripes", 4, seed=1)
+    assert torch.equal(a.images, b.images)
+
+
+def test_colour_probe_is_its_colour(world):
+    images, _ = world.probe_set("blue", 5, seed=0)
+    target = _PALETTE[COLOUR_NAMES.index("blue")]
+    assert (images[:, :, 0, 0] - target).abs().max() <= 0.06 + 1e-6
+
+
+def test_random_set(world):
+    a, b = world.random_set(8, seed=0), world.random_set(8, seed=0)
+    assert a.shape == (8, 3, 64, 64) and torch.equal(a, b)
+    assert not torch.equal(a, world.random_set(8, seed=1))
+
+
+# ---------------------------------------------------------------------------------------------- bias
+def test_bias_rate_in_train_and_absent_in_test(world):
+    bias = BiasSpec(context="water", target_class="cow", rate=0.9)
+    water, cow = world.context_names.index("water"), world.class_index("cow")
+    rec = world.sample(2000, "train", seed=0, bias=bias)
+    target = rec.label == cow
+    rate = (rec.context[target] == water).float().mean().item()
+    assert abs(rate - 0.9) < 0.05  # 200 cows: 3 standard deviations are 0.064
+    others = (rec.context[~target] == water).float().mean().item()
+    assert abs(others - 1 / 6) < 0.03
+    test = world.sample(2000, "test", seed=0)
+    assert abs((test.context[test.label == cow] == water).float().mean().item() - 1 / 6) < 0.08
+    with pytest.raises(ValueError, match="training data only"):
+        world.sample(10, "test", bias=bias)
+    with pytest.raises(ValueError, match="training data only"):
+        ConceptWorldDataset("test", n=10, bias=bias)
+
+
+def test_bias_changes_only_contexts_and_other_rate(world):
+    plain = world.sample(500, seed=2)
+    biased = world.sample(500, seed=2, bias=BiasSpec("sand", "fish", rate=1.0, other_rate=0.0))
+    sand, fish = world.context_names.index("sand"), world.class_index("fish")
+    assert torch.equal(plain.center, biased.center) and torch.equal(plain.texture, biased.texture)
+    assert ((biased.context == sand) == (biased.label == fish)).all()
+
+
+# ---------------------------------------------------------------------------------------------- errors
+def test_errors_are_actionable(world, scenes):
+    rec, _ = scenes
+    with pytest.raises(ValueError, match=f"at least {MIN_SIZE}"):
+        ConceptWorld(size=16)
+    with pytest.raises(TypeError, match="size must be an int"):
+        ConceptWorld(size=64.0)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        world.sample(0)
+    with pytest.raises(TypeError, match="n must be an int"):
+        world.sample("5")
+    with pytest.raises(ValueError, match="Valid splits: train, test, val"):
+        world.sample(5, split="validation")
+    with pytest.raises(ValueError, match="Unknown class 'unicorn'. Valid classes: tiger"):
+        world.sample(5, bias=BiasSpec("water", "unicorn"))
+    with pytest.raises(ValueError, match="Unknown context 'lava'. Valid contexts: sky"):
+        world.sample(5, bias=BiasSpec("lava", "cow"))
+    with pytest.raises(ValueError, match=r"rate must be in \[0, 1\]"):
+        BiasSpec("water", "cow", rate=1.5)
+    with pytest.raises(TypeError, match="BiasSpec"):
+        world.sample(5, bias={"context": "water"})
+    with pytest.raises(ValueError, match="Unknown part 'tentacle'. Valid parts: body"):
+        world.remove(rec, parts=["tentacle"])
+    with pytest.raises(ValueError, match="Unknown concept 'glitter'. Valid concepts:"):
+        world.remove(rec, concepts=["glitter"])
+    with pytest.raises(ValueError, match="'plain' is the absence"):
+        world.remove(rec, concepts=["plain"])
+    with pytest.raises(ValueError, match="needs parts"):
+        world.remove(rec)
+    with pytest.raises(ValueError, match="Unknown texture 'velvet'"):
+        world.swap(rec, texture="velvet")
+    with pytest.raises(ValueError, match="Unknown concept"):
+        world.probe_set("unicorn", 3)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        world.probe_set("head", 0)
+    with pytest.raises(ValueError, match="n_classes must be between 2 and 12"):
+        ConceptWorld(n_classes=13)
+    with pytest.raises(TypeError, match="Recipe"):
+        world.render(torch.zeros(3))
+    with pytest.raises(ValueError, match="different world"):
+        ConceptWorld(n_classes=3).render(rec)
+
+
+def test_extra_classes_render():
+    w = ConceptWorld(size=64, seed=0, n_classes=12)
+    b = w.render(w.sample(24))
+    assert set(b.labels.tolist()) == set(range(12))
+    assert math.isclose(float(b.images.mean()), float(b.images.mean()))  # finite
