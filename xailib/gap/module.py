@@ -371,6 +371,40 @@ def layer_outputs(
     return {n: rec[n] for n in layers}, logits
 
 
+class _leaf_at:
+    """Replace ``layer``'s output by a fresh leaf tensor (optionally expanded to ``rows`` rows) for a block.
+
+    Yields the list of leaves made (one per call of the layer). Downstream modules get a clone, so
+    in-place operations after the layer leave the leaf intact; no graph is built below the layer.
+    """
+
+    def __init__(self, model: nn.Module, layer: str, rows: int | None = None):
+        self.module = get_layer(model, layer)
+        self.rows = rows
+        self.leaves: list[torch.Tensor] = []
+        self._handle = None
+
+    def _hook(self, module, inputs, output):
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"{type(module).__name__} returns {type(output).__name__}, not a tensor; choose a "
+                            "layer whose output is one tensor (a conv, a ReLU, a block).")
+        src = output.detach()
+        if self.rows is not None:
+            src = src.expand(self.rows, *src.shape[1:])
+        leaf = src.clone().requires_grad_(True)
+        self.leaves.append(leaf)
+        return leaf.clone()
+
+    def __enter__(self) -> list[torch.Tensor]:
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self.leaves
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
 def decision_gradients(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -435,22 +469,21 @@ def decision_gradients(
 
         item = lower_acts[:1].numel() * lower_acts.element_size() * 2
     else:
+        # One image: run the prefix once per chunk and expand the lower layer's output to the chunk's
+        # rows (tensors from before the layer broadcast, which is exact since every row is the same
+        # image). If the network mixes rows in a way that cannot broadcast (e.g. torch.cat of a
+        # branch before the layer with one after it), fall back to repeating the input image.
+        state = {"expand": inputs.shape[0] == 1 and lower is not None}
 
-        def run(sl: slice) -> list[torch.Tensor]:
-            leaves: list[torch.Tensor] = []
-
-            def to_leaf(out: torch.Tensor) -> torch.Tensor:
-                leaf = out.detach().requires_grad_(True)
-                leaves.append(leaf)
-                return leaf.clone()  # downstream in-place ops must not touch the leaf
-
-            x = inputs[image_index[sl]]
+        def attempt(sl: slice, expand: bool) -> list[torch.Tensor]:
+            rows = sl.stop - sl.start
+            x = inputs if expand else inputs[image_index[sl]]
             with ExitStack() as stack, torch.enable_grad():
                 if lower is None:
                     x = x.detach().clone().requires_grad_(True)
-                    leaves.append(x)
+                    leaves = [x]
                 else:
-                    stack.enter_context(replace_output(model, lower, to_leaf))
+                    leaves = stack.enter_context(_leaf_at(model, lower, rows if expand else None))
                 rec = stack.enter_context(capture(model, upper)) if upper is not None else None
                 stopper = stack.enter_context(stop_after(model, upper))
                 logits = stopper.run(x)
@@ -469,6 +502,14 @@ def decision_gradients(
                 if g is None:
                     raise _not_below(lower, upper)
             return [g, leaves[0].detach(), scores.detach()]
+
+        def run(sl: slice) -> list[torch.Tensor]:
+            if state["expand"] and sl.stop - sl.start > 1:
+                try:
+                    return attempt(sl, expand=True)
+                except RuntimeError:  # rows could not broadcast; a layer that raises will raise again below
+                    state["expand"] = False
+            return attempt(sl, expand=False)
 
         item = inputs[:1].numel() * inputs.element_size() * 2
     g, f, s = _chunked(n, run, model, max_batch_bytes, item, progress, desc=f"gAP {upper or 'output'}->{lower}")
@@ -675,23 +716,26 @@ def gap_reference(model: nn.Module, image: torch.Tensor, target, layer: str, str
     G, F = grads[0].double(), feats[0].detach().double()
     K, H, W = F.shape
     Z = H * W
-    A = torch.zeros_like(F)
-    alpha = torch.zeros(K, dtype=torch.float64)
-    peaks = torch.zeros(K, 2, dtype=torch.long)
+    g_list, f_list = G.tolist(), F.tolist()  # plain Python floats for the literal loops
+    A = [[[0.0] * W for _ in range(H)] for _ in range(K)]
+    alpha, peaks = [], []
     for k in range(K):
         total_a, total_g = 0.0, 0.0
         max_a, max_g, arg = -math.inf, -math.inf, (0, 0)
         for y in range(H):
             for x_ in range(W):
-                a = float(G[k, y, x_]) * float(F[k, y, x_])  # Eq. (3)
-                A[k, y, x_] = a
+                a = g_list[k][y][x_] * f_list[k][y][x_]  # Eq. (3)
+                A[k][y][x_] = a
                 total_a += a
-                total_g += float(G[k, y, x_])
-                if a > max_a:  # Eq. (5), first maximum wins
+                total_g += g_list[k][y][x_]
+                if a > max_a:  # Eq. (5), the first maximum wins
                     max_a, arg = a, (y, x_)
-                max_g = max(max_g, float(G[k, y, x_]))
-        alpha[k] = {"AA": total_a / Z, "MA": max_a, "AG": total_g / Z, "MG": max_g}[strategy]  # Eq. (4)
-        peaks[k, 0], peaks[k, 1] = arg
+                max_g = max(max_g, g_list[k][y][x_])
+        alpha.append({"AA": total_a / Z, "MA": max_a, "AG": total_g / Z, "MG": max_g}[strategy])  # Eq. (4)
+        peaks.append(arg)
+    A = torch.tensor(A, dtype=torch.float64)
+    alpha = torch.tensor(alpha, dtype=torch.float64)
+    peaks = torch.tensor(peaks, dtype=torch.long)
     return GAPResult(
         gradients=G[None], features=F[None], activation_maps=A[None], contributions=alpha[None],
         peaks=peaks[None], scores=decision.detach().reshape(1).double(), strategy=strategy, layer=layer,
