@@ -37,6 +37,7 @@ from xailib.gap.module import (
     check_images,
     check_order,
     layer_outputs,
+    map_output,
     parse_targets,
     select_decisions,
     stop_after,
@@ -125,7 +126,7 @@ def ground_truth_contributions(
     image, upper, channels, positions = _prepare(model, image, target, layer, baseline)
     _check_chunk(chunk)
     segment = _use_segment(model, layer, upper, use_segment)
-    with model_state(model, train=False), torch.no_grad():
+    with model_state(model, train=False, requires_grad=False), torch.no_grad():
         if segment:
             acts = layer_outputs(model, image, [layer], stop=layer)[0][layer]  # [1, K, h, w]
             base = _baseline(acts, baseline)
@@ -144,26 +145,38 @@ def ground_truth_contributions(
                 drops.append(f - scores_of(_ablate(acts, base[:1], ks)))
             return torch.cat(drops)
 
+        state = {"expand": True}
+
         def run(n: int, fn) -> torch.Tensor:
-            """Score of ``n`` copies of the image with layer output replaced by ``fn`` (stops after ``upper``)."""
-            calls = []
+            """Score of ``n`` ablated copies: layer output replaced by ``fn`` (stops after ``upper``).
 
-            def wrapped(out):
-                calls.append(1)
-                return fn(out)
-
-            with replace_output(model, layer, wrapped):
-                with capture(model, upper, detach=True) if upper is not None else _nothing() as rec, \
-                        stop_after(model, upper) as stopper:
-                    logits = stopper.run(image.expand(n, -1, -1, -1))
-            if not calls:
+            The network below the layer runs once on the image and ``fn`` makes the ``n`` copies; if
+            rows cannot broadcast downstream (a concat with a branch from before the layer), the image
+            is repeated ``n`` times instead.
+            """
+            for expand in ([True, False] if state["expand"] and n > 1 else [False]):
+                try:
+                    with map_output(model, layer, fn) as mapped, \
+                            (capture(model, upper) if upper is not None else _nothing()) as rec, \
+                            stop_after(model, upper) as stopper:
+                        logits = stopper.run(image if expand else image.expand(n, -1, -1, -1))
+                    break
+                except RuntimeError:
+                    if not expand:
+                        raise
+                    state["expand"] = False
+            if not mapped.calls:
                 raise _not_below(layer, upper)
             out = logits if upper is None else rec[upper]
             return select_decisions(out, channels.expand(n), None if positions is None else positions.expand(n, 2),
                                     upper)
 
         shape = []
-        f = run(1, lambda out: shape.append(out.shape) or out)
+        with torch.enable_grad():  # unablated run from a leaf at the layer: does the decision depend on it?
+            f = run(1, lambda out: shape.append(out.shape) or out.detach().requires_grad_(True).clone())
+        if not f.requires_grad:
+            raise _not_below(layer, upper)
+        f = f.detach()
         if len(shape[0]) != 4:
             raise ValueError(f"Layer {layer!r} has per-image shape {tuple(shape[0][1:])}; ablation needs [K, h, w].")
         k_total = shape[0][1]
@@ -207,15 +220,19 @@ def ground_truth_naive(
             return fn(out)
 
         with replace_output(model, layer, wrapped), \
-                (capture(model, upper, detach=True) if upper is not None else _nothing()) as rec:
+                (capture(model, upper) if upper is not None else _nothing()) as rec:
             logits = model(image)
         if not seen:
             raise _not_below(layer, upper)
         out = logits if upper is None else rec[upper]
         return select_decisions(out, channels, positions, upper)[0], seen[0]
 
-    with model_state(model, train=False), torch.no_grad():
-        f, shape = score(lambda out: out)
+    with model_state(model, train=False, requires_grad=False), torch.no_grad():
+        with torch.enable_grad():  # unablated run from a leaf at the layer: does the decision depend on it?
+            f, shape = score(lambda out: out.detach().requires_grad_(True).clone())
+        if not f.requires_grad:
+            raise _not_below(layer, upper)
+        f = f.detach()
         if len(shape) != 4:
             raise ValueError(f"Layer {layer!r} has per-image shape {tuple(shape[1:])}; ablation needs [K, h, w].")
         drops = []

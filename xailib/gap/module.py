@@ -371,6 +371,33 @@ def layer_outputs(
     return {n: rec[n] for n in layers}, logits
 
 
+class map_output:
+    """Replace ``layer``'s output by ``fn(output)`` for a block; unlike
+    :class:`xailib.layers.replace_output` the batch size may change (``[1, ...]`` -> ``[n, ...]``).
+
+    ``calls`` counts how often the layer ran (0 means the forward never reached it).
+    """
+
+    def __init__(self, model: nn.Module, layer: str, fn: Callable[[torch.Tensor], torch.Tensor]):
+        self.module = get_layer(model, layer)
+        self.fn = fn
+        self.calls = 0
+        self._handle = None
+
+    def _hook(self, module, inputs, output):
+        self.calls += 1
+        return self.fn(output)
+
+    def __enter__(self) -> map_output:
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
 class _leaf_at:
     """Replace ``layer``'s output by a fresh leaf tensor (optionally expanded to ``rows`` rows) for a block.
 
@@ -705,12 +732,8 @@ def gap_reference(model: nn.Module, image: torch.Tensor, target, layer: str, str
     with model_state(model, train=False), capture(model, names) as rec, torch.enable_grad():
         x = image.detach().clone().requires_grad_(True)
         logits = model(x)
-        if upper is None:
-            decision = logits[0, target]
-        elif target.y is None:
-            decision = rec[upper][0, target.channel]
-        else:
-            decision = rec[upper][0, target.channel, target.y, target.x]
+        _, channels, positions = parse_targets(target, 1)
+        decision = select_decisions(logits if upper is None else rec[upper], channels, positions, upper)[0]
         feats = rec[layer]
         (grads,) = torch.autograd.grad(decision, feats)  # Eq. (2)
     G, F = grads[0].double(), feats[0].detach().double()
