@@ -117,6 +117,16 @@ def test_windowed_renderer_matches_literal_reference(world, scenes):
     assert torch.equal(batch.part_index.long(), ref)
 
 
+def test_windowed_renderer_with_edited_recipes(world):
+    """Big parts, big objects near the border and flips: the windows still hold every pixel."""
+    rec = world.sample(20, seed=9)
+    rec.part_scale[:] = 1.6
+    rec.scale[:] = 0.95
+    rec.center[:, 0] = torch.linspace(-0.9, 0.9, 20)
+    rec.flip[::2] = True
+    assert torch.equal(world.render(rec).part_index.long(), _reference_part_index(world, rec))
+
+
 def test_batched_equals_one_by_one(world, scenes):
     rec, batch = scenes
     for i in (0, 17, 59):

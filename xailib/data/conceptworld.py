@@ -375,7 +375,7 @@ _RECIPE_TENSORS = (
 )
 
 
-@dataclass
+@dataclass(eq=False)
 class Recipe:
     """Everything that renders a batch of scenes: one row per image, ``N`` rows.
 
@@ -416,6 +416,8 @@ class Recipe:
         Added to the background's RGB colours.
     vocab : dict or None
         Name lists (``classes``, ``parts``, ``textures``, ``colours``, ``contexts``) used by :meth:`to_dict`.
+
+    Compare two recipes with :meth:`equal` (``==`` is identity).
     """
 
     label: torch.Tensor
@@ -584,7 +586,7 @@ class SceneBatch:
         return self.concept_masks[:, c]
 
 
-@dataclass
+@dataclass(eq=False)
 class ProbeSet:
     """Images that show one concept, with its mask; unpacks as ``images, masks = world.probe_set(...)``.
 
@@ -757,9 +759,9 @@ class ConceptWorld:
                     part_col[ci, pi] = 0.0
                     for kname, pr in pspec["colour"].items():
                         part_col[ci, pi, COLOUR_NAMES.index(kname)] = pr
-        # bounding circle of each (class, part) in object units, with room for part_scale <= 1.1
+        # bounding circle of each (class, part) in object units at part_scale 1 (render scales it up)
         active = geom[..., 0] > 0
-        reach = torch.sqrt(geom[..., 4] ** 2 + geom[..., 5] ** 2) * 1.1  # a triangle's or box's corner
+        reach = torch.sqrt(geom[..., 4] ** 2 + geom[..., 5] ** 2)  # a triangle's or box's farthest corner
         big = torch.tensor(1e9)
         lo_u = torch.where(active, geom[..., 2] - reach, big).amin(-1)
         hi_u = torch.where(active, geom[..., 2] + reach, -big).amax(-1)
@@ -933,7 +935,8 @@ class ConceptWorld:
             s = r.scale[idx]
             wx = r.center[idx, 0] + s * (cr[idx] * bu - sr[idx] * bv)
             wy = r.center[idx, 1] + s * (sr[idx] * bu + cr[idx] * bv)
-            rad_px = bradius[lab, p] * s * H / 2
+            # primitives grow about their own centres, so radius * max(1, part_scale) bounds them
+            rad_px = bradius[lab, p] * s * H / 2 * r.part_scale[idx, p].clamp(min=1.0)
             win = min(H, int(math.ceil(2 * float(rad_px.max()))) + 4)
             x0 = torch.round((wx + 1) / 2 * H - 0.5 - (win - 1) / 2).long().clamp(0, H - win)
             y0 = torch.round((wy + 1) / 2 * H - 0.5 - (win - 1) / 2).long().clamp(0, H - win)
@@ -956,10 +959,9 @@ class ConceptWorld:
             inner[:, :, 1:] &= mask[:, :, :-1]
             inner[:, :, :-1] &= mask[:, :, 1:]
             code = torch.where(mask & ~inner, 2, pattern.to(torch.int8)).to(torch.int8)
-            bi, yy, xx = idx[:, None, None], yi[:, :, None], xi[:, None, :]
-            part_index[bi, yy, xx] = torch.where(mask, torch.tensor(p, dtype=torch.int8, device=dev),
-                                                 part_index[bi, yy, xx])
-            shade_code[bi, yy, xx] = torch.where(mask, code, shade_code[bi, yy, xx])
+            flat = ((idx[:, None, None] * H + yi[:, :, None]) * H + xi[:, None, :])[mask]  # painted pixels
+            part_index.view(-1)[flat] = p
+            shade_code.view(-1)[flat] = code[mask]
 
         # colours: a table [N, P, 3 shades, 3 RGB] read at each pixel's (part, shade)
         col = r.colour
