@@ -432,6 +432,32 @@ class _leaf_at:
             self._handle = None
 
 
+def _batched_vjp(
+    out: torch.Tensor, leaf: torch.Tensor, channels: torch.Tensor, positions: torch.Tensor | None, upper: str | None,
+    lower: str | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients ``[D, K, h, w]`` of ``D`` decisions in ``out: [1, ...]`` w.r.t. ``leaf: [1, K, h, w]``.
+
+    One backward with a batch of one-hot ``grad_outputs`` (``is_grads_batched``, i.e. vmap over the
+    backward pass). Also returns the decision values ``[D]``. Raises ``_not_below`` if ``out`` does
+    not depend on ``leaf``.
+    """
+    n = int(channels.shape[0])
+    scores = select_decisions(out.expand(n, *out.shape[1:]), channels, positions, upper).detach()
+    if not out.requires_grad:
+        raise _not_below(lower, upper)
+    onehot = torch.zeros((n,) + tuple(out.shape), dtype=out.dtype, device=out.device)
+    rows = torch.arange(n, device=out.device)
+    index = (rows, torch.zeros_like(rows), channels.to(out.device))
+    if positions is not None:
+        index += (positions[:, 0].to(out.device), positions[:, 1].to(out.device))
+    onehot[index] = 1.0
+    (g,) = torch.autograd.grad(out, leaf, grad_outputs=onehot, is_grads_batched=True, allow_unused=True)
+    if g is None:
+        raise _not_below(lower, upper)
+    return g[:, 0], scores
+
+
 def decision_gradients(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -486,11 +512,26 @@ def decision_gradients(
             acts, _ = layer_outputs(model, inputs, [lower], stop=lower)
             lower_acts = acts[lower]
 
+        state = {"vjp": lower_acts.shape[0] == 1}
+
         def run(sl: slice) -> list[torch.Tensor]:
+            rows = sl.stop - sl.start
+            pos = None if positions is None else positions[sl]
+            if state["vjp"] and rows > 1:
+                # One image: run the segment once, then one batched vector-Jacobian product.
+                x = lower_acts[:1].detach().clone().requires_grad_(True)
+                with torch.enable_grad():
+                    out = model.run_segment(x, start=lower, stop=upper)
+                    try:
+                        g, scores = _batched_vjp(out, x, channels[sl], pos, upper, lower)
+                    except RuntimeError:  # an op without a vmap rule: repeat the features instead
+                        state["vjp"] = False
+                    else:
+                        return [g, x.detach().expand_as(g), scores]
             x = lower_acts[image_index[sl]].detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 out = model.run_segment(x, start=lower, stop=upper)
-                scores = select_decisions(out, channels[sl], None if positions is None else positions[sl], upper)
+                scores = select_decisions(out, channels[sl], pos, upper)
                 (g,) = torch.autograd.grad(scores.sum(), x)
             return [g, x.detach(), scores.detach()]
 
@@ -500,7 +541,27 @@ def decision_gradients(
         # rows (tensors from before the layer broadcast, which is exact since every row is the same
         # image). If the network mixes rows in a way that cannot broadcast (e.g. torch.cat of a
         # branch before the layer with one after it), fall back to repeating the input image.
-        state = {"expand": inputs.shape[0] == 1 and lower is not None}
+        state = {"expand": inputs.shape[0] == 1 and lower is not None, "vjp": inputs.shape[0] == 1}
+
+        def attempt_vjp(sl: slice) -> list[torch.Tensor]:
+            """One image: forward once (batch 1), then one batched vector-Jacobian product for the chunk."""
+            with ExitStack() as stack, torch.enable_grad():
+                if lower is None:
+                    x = inputs.detach().clone().requires_grad_(True)
+                    leaves = [x]
+                else:
+                    x = inputs
+                    leaves = stack.enter_context(_leaf_at(model, lower, None))
+                rec = stack.enter_context(capture(model, upper)) if upper is not None else None
+                logits = stack.enter_context(stop_after(model, upper)).run(x)
+                if len(leaves) != 1:
+                    raise _not_below(lower, upper) if not leaves else ValueError(
+                        f"Layer {lower!r} ran {len(leaves)} times in one forward pass (a reused module); "
+                        "choose a module that runs once, e.g. the block that contains it.")
+                out = logits if upper is None else rec[upper]
+                g, scores = _batched_vjp(out, leaves[0], channels[sl], None if positions is None else positions[sl],
+                                         upper, lower)
+            return [g, leaves[0].detach().expand_as(g), scores]
 
         def attempt(sl: slice, expand: bool) -> list[torch.Tensor]:
             rows = sl.stop - sl.start
@@ -531,6 +592,11 @@ def decision_gradients(
             return [g, leaves[0].detach(), scores.detach()]
 
         def run(sl: slice) -> list[torch.Tensor]:
+            if state["vjp"] and sl.stop - sl.start > 1:
+                try:
+                    return attempt_vjp(sl)
+                except RuntimeError:  # no vmap rule for some op: fall back to expanded rows
+                    state["vjp"] = False
             if state["expand"] and sl.stop - sl.start > 1:
                 try:
                     return attempt(sl, expand=True)
