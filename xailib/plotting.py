@@ -89,3 +89,62 @@ def overlay_masks(image: torch.Tensor, masks: torch.Tensor, alpha: float = 0.55)
         colour = palette[m % len(palette)].view(3, 1)
         rgb[:, sel] = (1 - alpha) * rgb[:, sel] + alpha * colour
     return rgb
+
+
+# ---- notebook 00: the embedded data ------------------------------------------------------------------------
+
+
+def _first_per_class(labels: torch.Tensor, n_classes: int, per_class: int) -> torch.Tensor:
+    """Indices of the first ``per_class`` samples of each class, class by class: LongTensor [n_classes*per_class].
+
+    Raises ValueError if a class has fewer than ``per_class`` samples.
+    """
+    counts = torch.bincount(labels, minlength=n_classes)
+    if (counts < per_class).any():
+        short = torch.nonzero(counts < per_class).flatten().tolist()
+        raise ValueError(f"Classes {short} have fewer than {per_class} samples; draw more samples.")
+    order = torch.argsort(labels * labels.numel() + torch.arange(labels.numel()), stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    return order[(starts[:, None] + torch.arange(per_class)[None, :]).flatten()]
+
+
+def class_gallery(images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], per_class: int = 6):
+    """One row per class: the first ``per_class`` images of each class (``images: [N, C, H, W]``)."""
+    idx = _first_per_class(labels.cpu(), len(class_names), per_class)
+    return image_grid(images[idx], ncols=per_class, row_labels=list(class_names))
+
+
+def part_mask_figure(batch, indices: Sequence[int]):
+    """Each scene of a ConceptWorld ``SceneBatch`` beside its visible-part masks, parts named in the title."""
+    world = batch.world
+    tiles, titles = [], []
+    for i in indices:
+        masks = batch.part_masks[i]  # [P, H, W]
+        present = [p for p in range(masks.shape[0]) if masks[p].any()]
+        tiles += [batch.images[i], overlay_masks(batch.images[i], masks[present])]
+        titles += [world.class_names[int(batch.labels[i])], ", ".join(world.part_names[p] for p in present)]
+    fig = image_grid(torch.stack(tiles), ncols=4, size=2.2)
+    for ax, title in zip(fig.axes, titles):
+        ax.set_title(title, fontsize=6, wrap=True)
+    return fig
+
+
+def intervention_figure(world, recipes, remove_part: str, keep_parts: Sequence[str], texture: str, context: str):
+    """Rows of scenes; columns: original, ``remove_part`` removed, ``keep_parts`` alone, texture swapped, context swapped.
+
+    All columns are re-rendered from the same recipes (``world.remove/isolate/swap``).
+    """
+    columns = {
+        "original": recipes,
+        f"without {remove_part}": world.remove(recipes, parts=[remove_part]),
+        f"only {'+'.join(keep_parts)}": world.isolate(recipes, keep_parts),
+        f"texture -> {texture}": world.swap(recipes, texture=texture),
+        f"context -> {context}": world.swap(recipes, context=context),
+    }
+    rendered = [world.render(r).images for r in columns.values()]  # each [N, 3, H, W]
+    n = len(recipes)
+    tiles = torch.stack(rendered, dim=1).reshape(n * len(columns), *rendered[0].shape[1:])
+    fig = image_grid(tiles, ncols=len(columns), size=1.8)
+    for ax, title in zip(fig.axes[: len(columns)], columns):
+        ax.set_title(title, fontsize=7)
+    return fig
