@@ -24,7 +24,7 @@ from xailib.models import (
     stage_layers,
 )
 from xailib.models.torchvision_models import TORCHVISION_STAGES
-from xailib.models.train import augment, evaluate
+from xailib.models.train import RECIPES, augment, evaluate, train_model
 
 CLASSES = [f"c{i}" for i in range(5)]
 ZOO = [(a, d) for d in ZOO_DATASETS for a in ARCHS]
@@ -193,6 +193,19 @@ def test_augment_shift_and_flip_by_hand():
         assert ok
     flipped = augment(x.repeat(64, 1, 1, 1), gen, flip=True, shift=0)
     assert all(torch.equal(f[0], x[0, 0]) or torch.equal(f[0], x[0, 0].flip(1)) for f in flipped)
+
+
+def test_training_is_deterministic():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(128, 1, 28, 28, generator=gen)
+    y = (x.mean((1, 2, 3)) > 0.5).long()  # a learnable toy label
+    recipe = dict(RECIPES["fashion-mnist"], epochs=1, batch_size=8, class_names=CLASSES[:2] * 5)
+    runs = [train_model("alexnet-fashion-mnist", (x, y), (x[:64], y[:64]), recipe, device=torch.device("cpu"),
+                        progress=False) for _ in range(2)]
+    (m1, info1), (m2, info2) = runs
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert info1["test_accuracy"] == info2["test_accuracy"] and info1["n_train"] == 128 and not m1.training
 
 
 # --------------------------------------------------------------------------------------------- checkpoints

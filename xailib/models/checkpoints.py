@@ -12,6 +12,7 @@ Loading verifies the sha256 of the file against the manifest before ``torch.load
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ __all__ = [
     "read_manifest",
     "write_manifest",
     "save_checkpoint",
+    "manifest_lock",
     "load_state_dict",
     "CheckpointError",
 ]
@@ -74,6 +76,26 @@ def write_manifest(manifest: dict) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def manifest_lock():
+    """Hold an exclusive lock (POSIX ``flock`` on a file in the temp folder, named after the checkpoint folder)
+    so that two training runs never lose each other's manifest entries; a no-op where ``fcntl`` does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    import tempfile
+
+    key = hashlib.sha256(str(checkpoint_dir().resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"xailib-manifest-{key}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def save_checkpoint(model: torch.nn.Module, name: str, info: dict) -> dict:
     """Save ``model.state_dict()`` as ``<name>.pt`` and record it with its sha256 in the manifest.
 
@@ -97,9 +119,10 @@ def save_checkpoint(model: torch.nn.Module, name: str, info: dict) -> dict:
     torch.save(state, path)
     entry = dict(info, file=path.name, sha256=sha256_file(path), bytes=path.stat().st_size,
                  torch=torch.__version__.split("+")[0])
-    manifest = read_manifest()
-    manifest.setdefault("models", {})[name] = entry
-    write_manifest(manifest)
+    with manifest_lock():
+        manifest = read_manifest()
+        manifest.setdefault("models", {})[name] = entry
+        write_manifest(manifest)
     return entry
 
 

@@ -8,9 +8,9 @@ Every zoo model is a :class:`ZooNet`::
     features.stage2      ...
     ...
     features.stage5      conv stage 5                (analogue of conv5_3)
-    head.pool            AdaptiveAvgPool2d(1)
+    head.pool            AdaptiveAvgPool2d(2)        (2x2 grid, see HEAD_POOL)
     head.flatten
-    head.fc1             Linear(C5, 128)             ``dense_name`` (MACE taps it)
+    head.fc1             Linear(4 * C5, 128)         ``dense_name`` (MACE taps it)
     head.relu
     head.fc2             Linear(128, n_classes)      logits
 
@@ -89,10 +89,14 @@ WIDTHS: dict[tuple[str, str], tuple[int, ...]] = {
 }
 
 HIDDEN = 128
+#: ``head.pool`` averages stage 5 to a HEAD_POOL x HEAD_POOL grid, keeping a coarse layout as VGG's flatten does
+#: (with global average pooling and 3 epochs, vgg-fashion-mnist stopped at 89.6% test accuracy).
+HEAD_POOL = 2
 
-# Per-channel statistics used by the Normalize layer of zoo models.
+# Per-channel mean and std of the training images, for the Normalize layer of zoo models
+# (ConceptWorld: measured on 1000 train images, seed 0; Fashion-MNIST: the usual figures for its 60k train set).
 _STATS = {
-    "conceptworld": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+    "conceptworld": ((0.475, 0.513, 0.491), (0.308, 0.264, 0.307)),
     "fashion-mnist": ((0.2860,), (0.3530,)),
 }
 
@@ -242,9 +246,9 @@ class ZooNet(nn.Module):
             layers[f"stage{k}"] = stage
         self.features = nn.Sequential(layers)
         self.head = nn.Sequential(OrderedDict(
-            pool=nn.AdaptiveAvgPool2d(1),
+            pool=nn.AdaptiveAvgPool2d(HEAD_POOL),
             flatten=nn.Flatten(),
-            fc1=nn.Linear(c_last, hidden),
+            fc1=nn.Linear(c_last * HEAD_POOL * HEAD_POOL, hidden),
             relu=nn.ReLU(inplace=True),
             fc2=nn.Linear(hidden, n_classes),
         ))
