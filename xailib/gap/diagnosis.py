@@ -1,0 +1,1436 @@
+"""Diagnosing a CNN with the hierarchical decomposition (gAP paper, Sec. 4.2: Figs. 10-14, Eq. 13).
+
+Paper: "Deeply Explain CNN via Hierarchical Decomposition" (gAP). Sec. 4.2 uses the decomposition of
+Sec. 3.2 to look into four things; each has its computation here (tensors and DataFrames) and a figure
+function:
+
+* Fig. 10, failure analysis -- :func:`occlusion_test`: decompose a wrong decision to the top stage, the
+  top channel's peak to the stage below, threshold that channel's activation map, upsample it to the
+  image, occlude the region and see whether the prediction changes (against a random region of the same
+  area: the same mask shifted by a random offset). Figure: :func:`plot_occlusion`.
+* Fig. 11, adversarial attacks -- :func:`pgd_attack` (L-inf PGD of Madry et al. [76] in [0, 1] image
+  space; :func:`fgsm_attack` is one step of it) and :func:`adversarial_peak_responses`: the peak
+  responses ``max_{x,y} F^l_k`` of the top channels (Eq. 4) of the true class on the clean image and of
+  the adversarial class on the adversarial image, both measured on both images. Figure:
+  :func:`plot_peak_responses`.
+* Figs. 12-13, context -- :func:`context_assignment`: each selected channel's thresholded activation
+  map is given the label of the ground-truth region (a visible object part, or the background named by
+  its context) with the largest IoU, as the paper does with PASCAL-Context regions; ConceptWorld's masks
+  stand in for PASCAL-Context. :func:`context_summary` gives the most frequent labels per class.
+  Figure: :func:`plot_context_example`.
+* Fig. 14, Eq. (13) -- :func:`discriminative_degree` ``D_k = max_c N_{k,c} / sum_c N_{k,c}`` where
+  ``N_{k,c}`` counts how often channel ``k`` ranks in the top 3 of a decision in the decompositions of
+  images of class ``c``; :func:`discriminative_degrees` runs the decompositions,
+  :func:`degree_summary` averages per layer. Figure: :func:`plot_discriminative_degrees`.
+
+All of it rests on :func:`decompose_images`, the hierarchical decomposition of Sec. 3.2 batched over
+*images* (``xailib.gap.decompose`` explains one image): one batched gAP backward per tree level for all
+decisions of all images, equal to :func:`xailib.gap.decompose` image by image (tested).
+
+An optional planted-bias model for the context analysis is trained by :func:`train_biased_model`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from xailib.gap.decomposition import DEFAULT_MASK_THRESHOLD, select_channels
+from xailib.gap.module import (
+    DEFAULT_MAX_BATCH_BYTES,
+    _check_strategy,
+    _model_device,
+    _segment_available,
+    activation_maps,
+    channel_contributions,
+    check_images,
+    decision_gradients,
+    layer_outputs,
+    peak_positions,
+)
+from xailib.layers import check_layers, model_state
+
+__all__ = [
+    "DecisionLevel",
+    "decompose_images",
+    "predict",
+    "region_masks",
+    "shifted_masks",
+    "occlude",
+    "part_removed_scenes",
+    "OcclusionResult",
+    "occlusion_test",
+    "occlusion_summary",
+    "plot_occlusion",
+    "pgd_attack",
+    "fgsm_attack",
+    "adversarial_peak_responses",
+    "peak_response_summary",
+    "plot_peak_responses",
+    "mask_iou",
+    "ContextResult",
+    "context_assignment",
+    "context_summary",
+    "plot_context_example",
+    "channel_class_counts",
+    "discriminative_degree",
+    "discriminative_degrees",
+    "degree_summary",
+    "plot_discriminative_degrees",
+    "train_biased_model",
+    "PAPER_NUMBERS",
+    "paper_comparison",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_model(model) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    return model
+
+
+def _check_layers(model: nn.Module, layers, default_last: int | None = None) -> list[str]:
+    """Layer names low -> high; ``None`` = ``model.stage_names`` (its last ``default_last`` if given)."""
+    if layers is None:
+        stages = getattr(model, "stage_names", None)
+        if stages is None:
+            raise ValueError(
+                f"{type(model).__name__} has no `stage_names`; pass layers=[...] explicitly (the last conv layer "
+                "or block of each stage, low -> high; see xailib.layers.named_layers(model))."
+            )
+        layers = list(stages) if default_last is None else list(stages)[-default_last:]
+    if isinstance(layers, str):
+        layers = [layers]
+    layers = check_layers(model, list(layers))
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers must be distinct, got {layers}.")
+    stages = getattr(model, "stage_names", None)
+    if stages is not None and all(n in stages for n in layers):
+        idx = [list(stages).index(n) for n in layers]
+        if idx != sorted(idx):
+            raise ValueError(f"layers must go low -> high (as in model.stage_names {list(stages)}), got {layers}.")
+    return layers
+
+
+def _check_positive_int(value, name: str, hint: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int{hint}, got {value!r}.")
+    return value
+
+
+def _check_threshold(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"mask_threshold must be a float in [0, 1) (fraction of a map's maximum), got {value!r}.")
+    return float(value)
+
+
+def _check_labels(labels, n: int, n_classes: int | None = None, what: str = "labels") -> torch.Tensor:
+    """LongTensor ``[n]`` of class indices from an int, a sequence or a tensor."""
+    if isinstance(labels, bool):
+        raise TypeError(f"{what} must be class indices (ints), got a bool.")
+    if isinstance(labels, int):
+        labels = [labels] * n
+    if isinstance(labels, torch.Tensor):
+        if labels.is_floating_point() or labels.dim() != 1:
+            raise TypeError(f"{what} must be an integer tensor [B] of class indices, got {tuple(labels.shape)} "
+                            f"{labels.dtype}.")
+        out = labels.detach().long().cpu()
+    elif isinstance(labels, Sequence) and not isinstance(labels, str) and all(
+            isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in labels):
+        out = torch.tensor([int(t) for t in labels], dtype=torch.long)
+    else:
+        raise TypeError(f"{what} must be a class index, a list of B class indices or a LongTensor [B]; "
+                        f"got {type(labels).__name__}.")
+    if out.shape[0] != n:
+        raise ValueError(f"Got {out.shape[0]} {what} for {n} images; give one per image.")
+    if out.numel() and int(out.min()) < 0:
+        raise ValueError(f"{what} must be non-negative class indices, got {out.tolist()[:10]}.")
+    if n_classes is not None and out.numel() and int(out.max()) >= n_classes:
+        raise ValueError(f"Class index {int(out.max())} in {what} is outside the model's {n_classes} classes "
+                         f"(0..{n_classes - 1}).")
+    return out
+
+
+def _logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Class scores ``[B, C]`` (no grad; call inside ``model_state``)."""
+    device = _model_device(model)
+    outs = []
+    with torch.no_grad():
+        for s in range(0, images.shape[0], batch_size):
+            out = model(images[s:s + batch_size].to(device))
+            if not isinstance(out, torch.Tensor) or out.dim() != 2:
+                raise ValueError(f"The model must return class scores [B, C]; got "
+                                 f"{getattr(out, 'shape', type(out).__name__)}.")
+            outs.append(out)
+    if not outs:
+        raise ValueError("Got an empty batch of images; pass at least one image [B >= 1, C, H, W].")
+    return torch.cat(outs)
+
+
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Class scores before softmax, ``[B, C]``, in eval mode (the model's mode is restored).
+
+    Parameters
+    ----------
+    model : nn.Module
+    images : Tensor ``[B, C, H, W]`` in [0, 1]
+    batch_size : int
+
+    Returns
+    -------
+    Tensor ``[B, C]`` on the model's device.
+    """
+    _check_model(model)
+    images = check_images(images, what="images")
+    _check_positive_int(batch_size, "batch_size")
+    with model_state(model, train=False):
+        return _logits(model, images, batch_size)
+
+
+# --------------------------------------------------------------------------------------------------
+# The hierarchical decomposition batched over images
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DecisionLevel:
+    """The nodes of one level of the hierarchical decomposition of ``B`` images: ``D`` selected channels.
+
+    Row ``d`` is channel ``channel[d]`` of ``layer`` at position ``position[d]`` (Eq. 5), selected among
+    the top-N (Eq. 4) for the decision ``parent[d]`` of the level above (a class score at the first level).
+
+    Attributes
+    ----------
+    layer : str
+    n_channels : int
+        ``K``, channels of the layer.
+    image_index : LongTensor ``[D]``
+        Image of each node (index into the images passed).
+    parent : LongTensor ``[D]``
+        Row of the parent decision in the level above; at the first level, the image index.
+    rank : LongTensor ``[D]``
+        0 for the parent's most important channel, 1 for the next, ...
+    channel : LongTensor ``[D]``
+    position : LongTensor ``[D, 2]``
+        ``(y, x)`` of the activation map's peak (Eq. 5).
+    contribution : Tensor ``[D]``
+        ``alpha^l_k`` (Eq. 4 for strategy "AA").
+    share : Tensor ``[D]``
+        ``alpha^l_k / sum_k' max(alpha^l_k', 0)``: the channel's share of the positive contributions to
+        its parent's decision (the paper's "with a 32.3% contribution").
+    score : Tensor ``[D]``
+        The feature value ``F^l_{k, y^, x^}`` at the peak: the decision decomposed at the next level.
+    activation_map : Tensor ``[D, h, w]`` or None
+        ``A^l_k`` for the parent's decision (Eq. 3), kept for the layers in ``keep_maps``.
+    """
+
+    layer: str
+    n_channels: int
+    image_index: torch.Tensor
+    parent: torch.Tensor
+    rank: torch.Tensor
+    channel: torch.Tensor
+    position: torch.Tensor
+    contribution: torch.Tensor
+    share: torch.Tensor
+    score: torch.Tensor
+    activation_map: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.channel.shape[0])
+
+
+def _decompose_chunk(model, images, targets, layers, top_n, strategy, keep_maps, acts, segment, max_batch_bytes,
+                     progress) -> list[DecisionLevel]:
+    b = images.shape[0]
+    channels, positions = targets, None
+    image_index = torch.arange(b)
+    upper = None
+    levels: list[DecisionLevel] = []
+    for lower in reversed(layers):
+        g, f, _ = decision_gradients(
+            model, images, lower, upper, channels, positions, image_index, lower_acts=acts.get(lower),
+            use_segment=segment, max_batch_bytes=max_batch_bytes, progress=progress,
+        )
+        if g.dim() != 4:
+            raise ValueError(f"Layer {lower!r} has per-image shape {tuple(g.shape[1:])}; gAP needs a conv feature "
+                             "map [K, h, w].")
+        a = activation_maps(g, f)  # Eq. (3), [D, K, h, w]
+        alpha = channel_contributions(g, f, strategy)  # Eq. (4), [D, K]
+        peaks = peak_positions(a)  # Eq. (5), [D, K, 2]
+        kept, _ = select_channels(alpha, a, top_n)  # [D, n], best first (ties: lower channel)
+        d, n = kept.shape
+        rows = torch.arange(d, device=kept.device).repeat_interleave(n)
+        ch = kept.flatten()
+        pos = peaks[rows, ch]
+        positive = alpha.clamp_min(0).sum(1)  # [D]
+        contrib = alpha[rows, ch]
+        share = torch.where(positive[rows] > 0, contrib / positive[rows].clamp_min(1e-30), torch.zeros_like(contrib))
+        level = DecisionLevel(
+            layer=lower, n_channels=int(a.shape[1]), image_index=image_index[rows.cpu()], parent=rows.cpu(),
+            rank=torch.arange(n).repeat(d), channel=ch.cpu(), position=pos.cpu(), contribution=contrib.detach().cpu(),
+            share=share.detach().cpu(), score=f[rows, ch, pos[:, 0], pos[:, 1]].detach().cpu(),
+            activation_map=a[rows, ch].detach().cpu() if lower in keep_maps else None,
+        )
+        levels.append(level)
+        channels, positions, image_index, upper = level.channel, level.position, level.image_index, lower
+        del g, f, a
+    return levels
+
+
+def _merge_levels(chunks: list[list[DecisionLevel]], offsets: list[int]) -> list[DecisionLevel]:
+    """Concatenate per-image-chunk levels, shifting image indices and parent rows."""
+    merged = []
+    for depth in range(len(chunks[0])):
+        parts = [c[depth] for c in chunks]
+        row_offsets = [0] * len(chunks)
+        if depth > 0:
+            sizes = [len(c[depth - 1]) for c in chunks]
+            row_offsets = list(np.cumsum([0] + sizes[:-1]))
+        else:
+            row_offsets = offsets
+        maps = [p.activation_map for p in parts]
+        merged.append(DecisionLevel(
+            layer=parts[0].layer, n_channels=parts[0].n_channels,
+            image_index=torch.cat([p.image_index + o for p, o in zip(parts, offsets)]),
+            parent=torch.cat([p.parent + int(o) for p, o in zip(parts, row_offsets)]),
+            rank=torch.cat([p.rank for p in parts]), channel=torch.cat([p.channel for p in parts]),
+            position=torch.cat([p.position for p in parts]), contribution=torch.cat([p.contribution for p in parts]),
+            share=torch.cat([p.share for p in parts]), score=torch.cat([p.score for p in parts]),
+            activation_map=None if maps[0] is None else torch.cat(maps),
+        ))
+    return merged
+
+
+def decompose_images(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets=None,
+    layers: Sequence[str] | None = None,
+    top_n: int = 3,
+    strategy: str = "AA",
+    keep_maps: Sequence[str] = (),
+    image_batch: int = 16,
+    max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
+    progress: bool = False,
+) -> list[DecisionLevel]:
+    """Hierarchical decomposition (Sec. 3.2) of one class decision per image, batched over images.
+
+    The same tree as :func:`xailib.gap.decompose` (without NMS) for every image: the class score is
+    decomposed onto the top layer by gAP (Eqs. 2-5), its top-N channels (Eq. 4) are decided at their
+    peaks (Eq. 5) and decomposed onto the layer below, down to ``layers[0]``. All decisions of one level,
+    of all images of a chunk, go in one batched backward.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Runs in eval mode with frozen parameters for the call; both are restored.
+    images : Tensor ``[B, C, H, W]``
+    targets : None, int, sequence of int or LongTensor ``[B]``
+        Class decision per image; ``None`` = the predicted class.
+    layers : sequence of str or None
+        Layers low -> high; ``None`` = ``model.stage_names``.
+    top_n : int
+        N, channels kept per decision (the paper: 3).
+    strategy : {"AA", "MA", "AG", "MG"}
+        Channel ranking of Table 1; "AA" is Eq. (4).
+    keep_maps : sequence of str
+        Layers whose nodes keep their activation map ``[h, w]``.
+    image_batch : int
+        Images decomposed together (memory: level ``j`` holds ``image_batch * N^j`` decisions).
+    max_batch_bytes : int or None
+        Memory cap per chunk of decisions inside a level (see :class:`xailib.gap.GAP`).
+    progress : bool
+        tqdm bar over image chunks.
+
+    Returns
+    -------
+    list of DecisionLevel
+        From the top layer (``B * N`` nodes) down to ``layers[0]`` (``B * N^L`` nodes).
+    """
+    _check_model(model)
+    images = check_images(images, what="images")
+    if images.shape[0] == 0:
+        raise ValueError("Got an empty batch of images; pass at least one image [B >= 1, C, H, W].")
+    layers = _check_layers(model, layers)
+    _check_positive_int(top_n, "top_n", " (the paper uses N = 3)")
+    _check_positive_int(image_batch, "image_batch")
+    strategy = _check_strategy(strategy)
+    keep_maps = [keep_maps] if isinstance(keep_maps, str) else list(keep_maps)
+    bad = [n for n in keep_maps if n not in layers]
+    if bad:
+        raise ValueError(f"keep_maps names {bad} are not among the decomposed layers {layers}.")
+    images = images.to(_model_device(model))
+    segment = all(_segment_available(model, lo, None) for lo in layers)
+    with model_state(model, train=False, requires_grad=False):
+        logits = _logits(model, images)
+        targets = logits.argmax(1).cpu() if targets is None else _check_labels(
+            targets, images.shape[0], logits.shape[1], "targets")
+        chunks, offsets = [], []
+        for s in tqdm(range(0, images.shape[0], image_batch), disable=not progress, desc="gAP images", leave=False):
+            x = images[s:s + image_batch]
+            acts = layer_outputs(model, x, layers)[0] if segment else {}
+            chunks.append(_decompose_chunk(model, x, targets[s:s + image_batch], layers, top_n, strategy,
+                                           set(keep_maps), acts, segment, max_batch_bytes, False))
+            offsets.append(s)
+    return _merge_levels(chunks, offsets)
+
+
+# --------------------------------------------------------------------------------------------------
+# Regions and occlusion (Fig. 10)
+# --------------------------------------------------------------------------------------------------
+
+
+def region_masks(maps: torch.Tensor, size: tuple[int, int], threshold: float = DEFAULT_MASK_THRESHOLD) -> torch.Tensor:
+    """Image regions from activation maps: upsample bilinearly, keep ``A > threshold * max(A)``.
+
+    Parameters
+    ----------
+    maps : Tensor ``[N, h, w]``
+        Activation maps (Eq. 3).
+    size : (H, W)
+        Image size.
+    threshold : float in [0, 1)
+        Fraction of each upsampled map's maximum (the threshold of :func:`xailib.gap.binary_masks`).
+
+    Returns
+    -------
+    BoolTensor ``[N, H, W]``; all False where a map has no positive value.
+    """
+    if not isinstance(maps, torch.Tensor) or maps.dim() != 3:
+        raise ValueError(f"maps must be a tensor [N, h, w], got {getattr(maps, 'shape', type(maps).__name__)}.")
+    threshold = _check_threshold(threshold)
+    if maps.shape[0] == 0:
+        return torch.zeros(0, *size, dtype=torch.bool, device=maps.device)
+    up = F.interpolate(maps[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    peak = up.flatten(1).amax(1)[:, None, None]
+    return (up > threshold * peak) & (peak > 0)
+
+
+def shifted_masks(masks: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Control regions: each mask ``[N, H, W]`` shifted circularly by a random offset (same shape and area).
+
+    The offsets ``(dy, dx)`` are uniform over the image, drawn from a generator seeded with ``seed``.
+    """
+    if not isinstance(masks, torch.Tensor) or masks.dim() != 3:
+        raise ValueError(f"masks must be a tensor [N, H, W], got {getattr(masks, 'shape', type(masks).__name__)}.")
+    n, h, w = masks.shape
+    gen = torch.Generator().manual_seed(int(seed))
+    dy = torch.randint(0, h, (n,), generator=gen)
+    dx = torch.randint(0, w, (n,), generator=gen)
+    iy = (torch.arange(h)[None, :] - dy[:, None]) % h  # [N, H]: source row of each target row
+    ix = (torch.arange(w)[None, :] - dx[:, None]) % w
+    rows = torch.arange(n)[:, None, None]
+    dev = masks.device
+    return masks[rows.to(dev), iy[:, :, None].to(dev), ix[:, None, :].to(dev)]
+
+
+def _fill_values(fill, images: torch.Tensor) -> torch.Tensor:
+    c = images.shape[1]
+    if isinstance(fill, str):
+        if fill != "mean":
+            raise ValueError(f"fill must be a float in [0, 1], a colour of {c} floats, or 'mean' (the images' mean "
+                             f"colour); got {fill!r}.")
+        return images.mean(dim=(0, 2, 3))
+    value = torch.as_tensor(fill, dtype=images.dtype, device=images.device).flatten()
+    if value.numel() == 1:
+        value = value.expand(c)
+    if value.numel() != c:
+        raise ValueError(f"fill must be one value or {c} values (one per channel), got {value.numel()}.")
+    return value
+
+
+def occlude(images: torch.Tensor, masks: torch.Tensor, fill=0.5) -> torch.Tensor:
+    """Occlude: ``x' = where(mask, fill, x)``; only the masked pixels change.
+
+    Parameters
+    ----------
+    images : Tensor ``[B, C, H, W]``
+    masks : BoolTensor ``[B, H, W]``
+    fill : float, sequence of C floats, Tensor ``[C]``, or "mean"
+        Colour of the occluder; "mean" is the mean colour of ``images``. ConceptWorld's blank
+        background is 0.5 grey.
+
+    Returns
+    -------
+    Tensor ``[B, C, H, W]``
+    """
+    images = check_images(images, what="images")
+    if not isinstance(masks, torch.Tensor) or masks.shape != (images.shape[0],) + tuple(images.shape[-2:]):
+        raise ValueError(f"masks must be a tensor [B, H, W] = {(images.shape[0],) + tuple(images.shape[-2:])}, "
+                         f"got {getattr(masks, 'shape', type(masks).__name__)}.")
+    value = _fill_values(fill, images)[None, :, None, None]
+    return torch.where(masks.bool().to(images.device)[:, None], value, images)
+
+
+def part_removed_scenes(world, n: int, seed: int = 0, split: str = "test", keep: Sequence[str] = ("body",)):
+    """Scenes with one random visible part removed: a pool of hard images where a model that makes no
+    error on clean scenes does make some (failure cases for Fig. 10).
+
+    Parameters
+    ----------
+    world : ConceptWorld
+    n : int
+        Scenes drawn by ``world.sample(n, split, seed)``.
+    seed : int
+        Seed of the scenes and of the part removed from each.
+    keep : sequence of str
+        Parts never removed (the body by default: a body-less animal is hardly an animal).
+
+    Returns
+    -------
+    (SceneBatch, LongTensor ``[n]``)
+        The rendered scenes (labels unchanged) and the index (into ``world.part_names``) of the part
+        removed from each scene (-1 where no removable part was present).
+    """
+    _check_positive_int(n, "n")
+    recipes = world.sample(n, split=split, seed=seed)
+    keep_idx = [world.part_names.index(p) for p in keep]
+    removable = recipes.present.clone()
+    removable[:, keep_idx] = False
+    gen = torch.Generator().manual_seed(int(seed))
+    score = torch.rand(removable.shape, generator=gen).masked_fill(~removable, -1.0)
+    chosen = torch.where(removable.any(1), score.argmax(1), torch.full((n,), -1))
+    edited = recipes.clone()
+    rows = torch.nonzero(chosen >= 0)[:, 0]
+    edited.present[rows, chosen[rows]] = False
+    return world.render(edited), chosen
+
+
+@dataclass
+class OcclusionResult:
+    """What :func:`occlusion_test` returns for ``M`` (misclassified) images.
+
+    Attributes
+    ----------
+    table : DataFrame
+        One row per image (columns documented in :func:`occlusion_test`).
+    index : LongTensor ``[M]``
+        Indices of the tested images in the images passed.
+    masks, control_masks : BoolTensor ``[M, H, W]``
+        The occluded region and the control region (same mask, randomly shifted).
+    upper_maps, lower_maps : Tensor ``[M, h, w]``
+        Activation maps of the top channel at the upper layer (for the class decision) and of the top
+        channel at the lower layer (for the upper channel's peak).
+    occluded, control : Tensor ``[M, C, H, W]``
+    layers : list of str
+        ``[lower, upper]``.
+    """
+
+    table: pd.DataFrame
+    index: torch.Tensor
+    masks: torch.Tensor
+    control_masks: torch.Tensor
+    upper_maps: torch.Tensor
+    lower_maps: torch.Tensor
+    occluded: torch.Tensor
+    control: torch.Tensor
+    layers: list[str]
+
+
+def occlusion_test(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels,
+    layers: Sequence[str] | None = None,
+    mask_threshold: float = 0.5,
+    fill=0.5,
+    only_misclassified: bool = True,
+    seed: int = 0,
+    max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
+) -> OcclusionResult:
+    """Fig. 10: occlude the region found by the decomposition of a (wrong) decision; does it change?
+
+    For every image (by default only the misclassified ones): decompose the predicted class's score onto
+    the upper layer, take the top channel (Eq. 4) at its peak (Eq. 5), decompose that neuron onto the
+    lower layer and take its top channel -- the top path of :func:`xailib.gap.decompose` with N = 1,
+    as in the paper's conv5_3 -> conv4_3 walk. That channel's activation map is upsampled and
+    thresholded (:func:`region_masks`), the region is filled with ``fill`` (:func:`occlude`), and the
+    prediction is taken again. Control: the same region shifted by a random offset (:func:`shifted_masks`).
+
+    Parameters
+    ----------
+    model : nn.Module
+    images : Tensor ``[B, C, H, W]`` in [0, 1]
+    labels : LongTensor ``[B]`` or sequence of int
+        True classes.
+    layers : (lower, upper) or None
+        ``None`` = the last two of ``model.stage_names``.
+    mask_threshold : float in [0, 1)
+        Region = upsampled map above this fraction of its maximum.
+    fill : float, colour or "mean"
+        Occluder colour (see :func:`occlude`).
+    only_misclassified : bool
+        Test only the images the model gets wrong (the paper's failure cases).
+    seed : int
+        Seed of the control offsets.
+
+    Returns
+    -------
+    OcclusionResult
+        ``table`` columns: ``index``, ``label``, ``pred``, ``p_pred``, ``p_label`` (softmax before),
+        ``upper_channel``, ``upper_share``, ``lower_channel``, ``lower_share``, ``area`` (fraction of
+        the image occluded), ``pred_occluded``, ``p_pred_occluded`` (of the old prediction),
+        ``p_label_occluded``, ``changed``, ``corrected``, ``pred_control``, ``p_pred_control``,
+        ``changed_control``, ``corrected_control``.
+    """
+    _check_model(model)
+    images = check_images(images, what="images")
+    layers = _check_layers(model, layers, default_last=2)
+    if len(layers) != 2:
+        raise ValueError(f"occlusion_test needs two layers (lower, upper), e.g. the last two stages; got {layers}.")
+    mask_threshold = _check_threshold(mask_threshold)
+    images = images.to(_model_device(model))
+    logits = predict(model, images)
+    labels = _check_labels(labels, images.shape[0], logits.shape[1])
+    pred = logits.argmax(1).cpu()
+    index = torch.nonzero(pred != labels)[:, 0] if only_misclassified else torch.arange(images.shape[0])
+    size = tuple(images.shape[-2:])
+    if index.numel() == 0:
+        empty = torch.zeros(0, *size, dtype=torch.bool)
+        return OcclusionResult(pd.DataFrame(columns=_OCCLUSION_COLUMNS), index, empty, empty,
+                               torch.zeros(0, 1, 1), torch.zeros(0, 1, 1), images[:0], images[:0], layers)
+    x, y, p = images[index.to(images.device)], labels[index], pred[index]
+    levels = decompose_images(model, x, p, layers, top_n=1, keep_maps=layers, max_batch_bytes=max_batch_bytes)
+    upper, lower = levels
+    masks = region_masks(lower.activation_map, size, mask_threshold)
+    control_masks = shifted_masks(masks, seed)
+    occluded, control = occlude(x, masks, fill), occlude(x, control_masks, fill)
+    probs = [torch.softmax(predict(model, t).cpu(), 1) for t in (x, occluded, control)]
+    rows = torch.arange(len(index))
+    before, after, ctrl = probs
+    table = pd.DataFrame({
+        "index": index.numpy(), "label": y.numpy(), "pred": p.numpy(),
+        "p_pred": before[rows, p].numpy(), "p_label": before[rows, y].numpy(),
+        "upper_channel": upper.channel.numpy(), "upper_share": upper.share.numpy(),
+        "lower_channel": lower.channel.numpy(), "lower_share": lower.share.numpy(),
+        "area": masks.float().mean((1, 2)).cpu().numpy(),
+        "pred_occluded": after.argmax(1).numpy(), "p_pred_occluded": after[rows, p].numpy(),
+        "p_label_occluded": after[rows, y].numpy(),
+        "changed": (after.argmax(1) != p).numpy(), "corrected": (after.argmax(1) == y).numpy(),
+        "pred_control": ctrl.argmax(1).numpy(), "p_pred_control": ctrl[rows, p].numpy(),
+        "changed_control": (ctrl.argmax(1) != p).numpy(), "corrected_control": (ctrl.argmax(1) == y).numpy(),
+    })
+    return OcclusionResult(table, index, masks.cpu(), control_masks.cpu(), upper.activation_map,
+                           lower.activation_map, occluded.cpu(), control.cpu(), layers)
+
+
+_OCCLUSION_COLUMNS = ["index", "label", "pred", "p_pred", "p_label", "upper_channel", "upper_share", "lower_channel",
+                      "lower_share", "area", "pred_occluded", "p_pred_occluded", "p_label_occluded", "changed",
+                      "corrected", "pred_control", "p_pred_control", "changed_control", "corrected_control"]
+
+
+def occlusion_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Fractions over the images of an :func:`occlusion_test` table: decomposition region vs control region.
+
+    Returns
+    -------
+    DataFrame with rows ``decomposition region``, ``random region (same area)`` and columns ``images``,
+    ``mean_area``, ``prediction_changed``, ``corrected_to_label``, ``mean_p_pred_before``,
+    ``mean_p_pred_after``.
+    """
+    rows = []
+    for name, suffix, p_col in (("decomposition region", "", "p_pred_occluded"),
+                                ("random region (same area)", "_control", "p_pred_control")):
+        rows.append({
+            "region": name, "images": len(table), "mean_area": table["area"].mean(),
+            "prediction_changed": table[f"changed{suffix}"].astype(float).mean(),
+            "corrected_to_label": table[f"corrected{suffix}"].astype(float).mean(),
+            "mean_p_pred_before": table["p_pred"].mean(), "mean_p_pred_after": table[p_col].mean(),
+        })
+    return pd.DataFrame(rows)
+
+
+def _overlay(ax, image: torch.Tensor, heat: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+    from xailib.plotting import to_numpy_image
+
+    ax.imshow(to_numpy_image(image.cpu()), interpolation="nearest")
+    h, w = image.shape[-2:]
+    if heat is not None:
+        up = F.interpolate(heat[None, None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        ax.imshow(up.clamp_min(0).numpy(), cmap="jet", alpha=0.5, interpolation="bilinear")
+    if mask is not None:
+        ax.contour(mask.float().cpu().numpy(), levels=[0.5], colors="white", linewidths=1.0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_occlusion(result: OcclusionResult, images: torch.Tensor, class_names: Sequence[str], rows: int = 4):
+    """Fig. 10-style panels for the first ``rows`` images of an :func:`occlusion_test` result.
+
+    Columns: the image (true / predicted class), the upper layer's top channel map for the decision, the
+    lower layer's top channel map for that channel's peak with the region outlined, the occluded image
+    and the control. Returns a matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    n = min(rows, len(result.table))
+    if n == 0:
+        raise ValueError("The occlusion result has no images (the model misclassified none); nothing to plot.")
+    fig, axes = plt.subplots(n, 5, figsize=(9.5, 2.0 * n + 0.3), squeeze=False)
+    lower, upper = result.layers
+    for r in range(n):
+        t = result.table.iloc[r]
+        img = images[int(t["index"])]
+        _overlay(axes[r, 0], img)
+        axes[r, 0].set_title(f"{class_names[int(t['label'])]} -> {class_names[int(t['pred'])]}\n"
+                             f"p={t['p_pred']:.2f}", fontsize=7)
+        _overlay(axes[r, 1], img, heat=result.upper_maps[r])
+        axes[r, 1].set_title(f"{upper.split('.')[-1]} ch {int(t['upper_channel'])}\n"
+                             f"share {100 * t['upper_share']:.1f}%", fontsize=7)
+        _overlay(axes[r, 2], img, heat=result.lower_maps[r], mask=result.masks[r])
+        axes[r, 2].set_title(f"{lower.split('.')[-1]} ch {int(t['lower_channel'])}\n"
+                             f"share {100 * t['lower_share']:.1f}%", fontsize=7)
+        _overlay(axes[r, 3], result.occluded[r])
+        axes[r, 3].set_title(f"occluded: {class_names[int(t['pred_occluded'])]}\n"
+                             f"p({class_names[int(t['pred'])]})={t['p_pred_occluded']:.2f}", fontsize=7)
+        _overlay(axes[r, 4], result.control[r])
+        axes[r, 4].set_title(f"control: {class_names[int(t['pred_control'])]}\n"
+                             f"p({class_names[int(t['pred'])]})={t['p_pred_control']:.2f}", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Adversarial attacks (Fig. 11)
+# --------------------------------------------------------------------------------------------------
+
+
+def pgd_attack(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels,
+    eps: float = 8 / 255,
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = True,
+    targeted: bool = False,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Projected gradient descent under an L-inf budget (Madry et al., the paper's ref. [76]).
+
+    ``x_{t+1} = clip_[0,1]( Proj_{||x - x_0||_inf <= eps}( x_t + a * sign(grad_x CE(f(x_t), y)) ) )``
+    (``- a * sign(...)`` with ``targeted=True``, where ``labels`` are the target classes). One step of
+    size ``eps`` from ``x_0`` without a random start is FGSM (:func:`fgsm_attack`).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Runs in eval mode with frozen parameters; both restored afterwards.
+    images : Tensor ``[B, C, H, W]`` in [0, 1]
+    labels : LongTensor ``[B]``, sequence of int or int
+        True classes (untargeted) or target classes (targeted).
+    eps : float
+        L-inf radius in [0, 1] image units.
+    steps : int
+    step_size : float or None
+        ``a``; default ``2.5 * eps / steps``.
+    random_start : bool
+        Start from a uniform point of the eps-ball (seeded by ``seed``).
+    targeted : bool
+    seed : int
+
+    Returns
+    -------
+    Tensor ``[B, C, H, W]``: adversarial images with ``|x - x_0| <= eps`` and values in [0, 1].
+    """
+    _check_model(model)
+    images = check_images(images, what="images")
+    if images.numel() and (float(images.min()) < 0 or float(images.max()) > 1):
+        raise ValueError(f"images must lie in [0, 1] (the attack works in image space; the model normalises); got "
+                         f"values in [{float(images.min()):.3g}, {float(images.max()):.3g}].")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps <= 1:
+        raise ValueError(f"eps must be a float in [0, 1] (L-inf radius in image units, e.g. 8/255), got {eps!r}.")
+    _check_positive_int(steps, "steps")
+    step_size = 2.5 * eps / steps if step_size is None else step_size
+    if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or step_size < 0:
+        raise ValueError(f"step_size must be a non-negative float, got {step_size!r}.")
+    device = _model_device(model)
+    x0 = images.detach().to(device)
+    with model_state(model, train=False, requires_grad=False):
+        n_classes = _logits(model, x0[:1]).shape[1]
+        y = _check_labels(labels, x0.shape[0], n_classes).to(device)
+        x = x0.clone()
+        if random_start and eps > 0:
+            gen = torch.Generator().manual_seed(int(seed))
+            noise = (torch.rand(x0.shape, generator=gen) * 2 - 1).to(device, x0.dtype)
+            x = (x0 + eps * noise).clamp(0, 1)
+        for _ in range(steps):
+            x = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                loss = F.cross_entropy(model(x), y, reduction="sum")  # sum: each image's step is its own
+                (grad,) = torch.autograd.grad(loss, x)
+            step = step_size * grad.sign()
+            x = x.detach() - step if targeted else x.detach() + step
+            x = torch.minimum(torch.maximum(x, x0 - eps), x0 + eps).clamp(0, 1)  # project, then stay an image
+    return x.detach()
+
+
+def fgsm_attack(model: nn.Module, images: torch.Tensor, labels, eps: float = 8 / 255) -> torch.Tensor:
+    """FGSM (Goodfellow et al.): ``clip_[0,1](x + eps * sign(grad_x CE(f(x), y)))``; one PGD step, no random start.
+
+    Shapes as in :func:`pgd_attack`.
+    """
+    return pgd_attack(model, images, labels, eps=eps, steps=1, step_size=eps, random_start=False)
+
+
+def adversarial_peak_responses(
+    model: nn.Module,
+    clean: torch.Tensor,
+    adversarial: torch.Tensor,
+    labels,
+    layers: Sequence[str] | None = None,
+    top_n: int = 4,
+    max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
+) -> pd.DataFrame:
+    """Fig. 11 (b, c): peak responses of the most important channels, clean vs adversarial image.
+
+    For each layer, the true class's score on the clean image and the adversarial prediction's score on
+    the adversarial image are decomposed onto the layer by gAP; the top ``top_n`` channels of each
+    (Eq. 4) are taken, and each channel's peak response ``max_{x,y} F^l_k`` is measured on both images.
+
+    Parameters
+    ----------
+    model : nn.Module
+    clean, adversarial : Tensor ``[B, C, H, W]``
+    labels : LongTensor ``[B]`` or sequence of int
+        True classes.
+    layers : sequence of str or None
+        ``None`` = the last stage of ``model.stage_names`` (the paper: conv5_3).
+    top_n : int
+        The paper plots the top 4.
+
+    Returns
+    -------
+    DataFrame
+        One row per image, layer, kind and rank: ``image``, ``layer``, ``kind`` ("true class" or
+        "adversarial class"), ``class``, ``rank`` (1 = most important), ``channel``, ``contribution``,
+        ``peak_clean``, ``peak_adversarial``, ``change``, plus ``label``, ``pred_clean``,
+        ``pred_adversarial``, ``clean_correct`` and ``fooled`` (clean correct, adversarial wrong).
+    """
+    _check_model(model)
+    clean = check_images(clean, what="clean")
+    adversarial = check_images(adversarial, what="adversarial")
+    if clean.shape != adversarial.shape:
+        raise ValueError(f"clean {tuple(clean.shape)} and adversarial {tuple(adversarial.shape)} must have one shape.")
+    layers = _check_layers(model, layers, default_last=1)
+    _check_positive_int(top_n, "top_n", " (the paper plots 4)")
+    device = _model_device(model)
+    clean, adversarial = clean.to(device), adversarial.to(device)
+    b = clean.shape[0]
+    with model_state(model, train=False, requires_grad=False):
+        pred_clean = _logits(model, clean).argmax(1).cpu()
+        pred_adv = _logits(model, adversarial).argmax(1).cpu()
+        n_classes = int(_logits(model, clean[:1]).shape[1])
+        labels = _check_labels(labels, b, n_classes)
+        segment = all(_segment_available(model, lo, None) for lo in layers)
+        feats_clean = layer_outputs(model, clean, layers)[0] if segment else {}
+        feats_adv = layer_outputs(model, adversarial, layers)[0] if segment else {}
+        frames = []
+        for layer in layers:
+            peaks, tops = {}, {}
+            for name, x, target, acts in (("clean", clean, labels, feats_clean), ("adv", adversarial, pred_adv,
+                                                                                 feats_adv)):
+                g, f, _ = decision_gradients(model, x, layer, None, target, None, torch.arange(b),
+                                             lower_acts=acts.get(layer), use_segment=segment,
+                                             max_batch_bytes=max_batch_bytes)
+                alpha = channel_contributions(g, f, "AA")  # Eq. (4), [B, K]
+                n = min(top_n, alpha.shape[1])
+                tops[name] = (torch.sort(alpha, dim=1, descending=True, stable=True).indices[:, :n].cpu(), alpha.cpu())
+                peaks[name] = f.flatten(2).amax(2).cpu()  # peak response max_{x,y} F_k, [B, K]
+            for kind, key, cls in (("true class", "clean", labels), ("adversarial class", "adv", pred_adv)):
+                ch, alpha = tops[key]
+                n = ch.shape[1]
+                img = torch.arange(b).repeat_interleave(n)
+                flat = ch.flatten()
+                frames.append(pd.DataFrame({
+                    "image": img.numpy(), "layer": layer, "kind": kind, "class": cls[img].numpy(),
+                    "rank": torch.arange(1, n + 1).repeat(b).numpy(), "channel": flat.numpy(),
+                    "contribution": alpha[img, flat].numpy(),
+                    "peak_clean": peaks["clean"][img, flat].numpy(), "peak_adversarial": peaks["adv"][img, flat].numpy(),
+                }))
+    table = pd.concat(frames, ignore_index=True)
+    table["change"] = table["peak_adversarial"] - table["peak_clean"]
+    img = table["image"].to_numpy()
+    table["label"] = labels.numpy()[img]
+    table["pred_clean"] = pred_clean.numpy()[img]
+    table["pred_adversarial"] = pred_adv.numpy()[img]
+    table["clean_correct"] = table["pred_clean"] == table["label"]
+    table["fooled"] = table["clean_correct"] & (table["pred_adversarial"] != table["label"])
+    return table
+
+
+def peak_response_summary(table: pd.DataFrame, only_fooled: bool = True) -> pd.DataFrame:
+    """Fig. 11 (c): mean peak response per layer, kind and rank, clean vs adversarial.
+
+    ``only_fooled`` keeps the images the model got right that the attack fooled (where "true class" and
+    "adversarial class" differ). Columns: ``layer``, ``kind``, ``rank``, ``images``, ``peak_clean``,
+    ``peak_adversarial``, ``change``, ``fraction_decreased`` / ``fraction_increased`` (per channel).
+    """
+    t = table[table["fooled"]] if only_fooled else table
+    g = t.groupby(["layer", "kind", "rank"], sort=False)
+    out = g.agg(images=("image", "nunique"), peak_clean=("peak_clean", "mean"),
+                peak_adversarial=("peak_adversarial", "mean"), change=("change", "mean"),
+                fraction_decreased=("change", lambda c: float((c < 0).mean())),
+                fraction_increased=("change", lambda c: float((c > 0).mean()))).reset_index()
+    return out
+
+
+def plot_peak_responses(table: pd.DataFrame, image: int | None = None, clean: torch.Tensor | None = None,
+                        adversarial: torch.Tensor | None = None, class_names: Sequence[str] | None = None,
+                        layer: str | None = None):
+    """Fig. 11: (a) clean / adversarial / perturbation of one image (when given), (b) its peak responses,
+    (c) the mean peak responses over the fooled images, per rank, for the true- and adversarial-class channels.
+
+    ``table`` is from :func:`adversarial_peak_responses`; ``image`` an image index in it (default: the
+    first fooled image); ``layer`` the layer to plot (default: the last in the table).
+    """
+    import matplotlib.pyplot as plt
+
+    layer = table["layer"].iloc[-1] if layer is None else layer
+    t = table[table["layer"] == layer]
+    fooled = t[t["fooled"]]
+    if fooled.empty:
+        raise ValueError("No image was fooled by the attack (clean correct, adversarial wrong); nothing to plot.")
+    image = int(fooled["image"].iloc[0]) if image is None else int(image)
+    show = clean is not None and adversarial is not None
+    ncols = 5 if show else 2
+    fig, axes = plt.subplots(1, ncols, figsize=(3.0 * ncols, 2.8),
+                             gridspec_kw={"width_ratios": ([1, 1, 1] if show else []) + [2, 2]})
+    name = (lambda c: class_names[int(c)]) if class_names is not None else (lambda c: str(int(c)))
+    one = t[t["image"] == image]
+    if show:
+        x, xa = clean[image].cpu(), adversarial[image].cpu()
+        eps = float((xa - x).abs().max())
+        pert = (xa - x) / (2 * max(eps, 1e-12)) + 0.5
+        for ax, im, title in zip(axes[:3], (x, xa, pert), (f"clean: {name(one['pred_clean'].iloc[0])}",
+                                                            f"adversarial: {name(one['pred_adversarial'].iloc[0])}",
+                                                            f"perturbation (eps={eps * 255:.1f}/255)")):
+            _overlay(ax, im)
+            ax.set_title(title, fontsize=8)
+    for ax, data, title in ((axes[-2], one, f"(b) image {image}, {layer.split('.')[-1]}"),
+                            (axes[-1], peak_response_summary(t), f"(c) mean over {fooled['image'].nunique()} "
+                                                                  "fooled images")):
+        labels, clean_v, adv_v, colours = [], [], [], []
+        for kind, colour in (("true class", "tab:blue"), ("adversarial class", "tab:red")):
+            d = data[data["kind"] == kind]
+            for _, row in d.iterrows():
+                labels.append(f"ch{int(row['channel'])}" if "channel" in d else f"#{int(row['rank'])}")
+                clean_v.append(row["peak_clean"])
+                adv_v.append(row["peak_adversarial"])
+                colours.append(colour)
+        pos = np.arange(len(labels))
+        ax.bar(pos - 0.2, clean_v, 0.4, color=colours, alpha=0.45, label="clean image")
+        ax.bar(pos + 0.2, adv_v, 0.4, color=colours, alpha=1.0, label="adversarial image")
+        ax.set_xticks(pos)
+        ax.set_xticklabels(labels, rotation=60, fontsize=6)
+        ax.set_ylabel("peak response max F", fontsize=7)
+        ax.set_title(title + "\nblue: true-class channels, red: adversarial-class", fontsize=7)
+        ax.tick_params(labelsize=6)
+    axes[-1].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Context (Figs. 12-13)
+# --------------------------------------------------------------------------------------------------
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Intersection over union of binary masks ``[..., H, W]`` (broadcast), ``[...]``; 0 where both are empty."""
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        raise TypeError("mask_iou takes two BoolTensors [..., H, W].")
+    if a.dim() < 2 or b.dim() < 2 or a.shape[-2:] != b.shape[-2:]:
+        raise ValueError(f"masks must be [..., H, W] with the same H, W; got {tuple(a.shape)} and {tuple(b.shape)}.")
+    a, b = a.bool(), b.bool()
+    inter = (a & b).flatten(-2).sum(-1).float()
+    union = (a | b).flatten(-2).sum(-1).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter))
+
+
+@dataclass
+class ContextResult:
+    """What :func:`context_assignment` returns.
+
+    Attributes
+    ----------
+    table : DataFrame
+        One row per selected channel (columns in :func:`context_assignment`).
+    levels : list of DecisionLevel
+        The decompositions, top layer first, with activation maps.
+    region_names : list of str
+        Part names then ``"background"``: the regions of ``iou`` columns.
+    iou : list of Tensor ``[D, P + 1]``
+        IoU of each level's binary maps with each region.
+    mask_threshold : float
+    """
+
+    table: pd.DataFrame
+    levels: list[DecisionLevel]
+    region_names: list[str]
+    iou: list[torch.Tensor]
+    mask_threshold: float = 0.5
+
+
+def context_assignment(
+    model: nn.Module,
+    scenes,
+    targets="label",
+    layers: Sequence[str] | None = None,
+    top_n: int = 3,
+    mask_threshold: float = 0.5,
+    image_batch: int = 32,
+    max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
+) -> ContextResult:
+    """Figs. 12-13: the region each selected channel's thresholded activation map falls on.
+
+    The class decision of each scene is decomposed hierarchically onto ``layers`` (the paper: to
+    conv4_3); every selected channel's activation map is upsampled and thresholded
+    (:func:`region_masks`) and assigned the label of the ground-truth region with the largest IoU
+    (:func:`mask_iou`): a visible object part (``"part:<name>"``) or the background, named by the
+    scene's context (``"context:<name>"``; ``"context:blank"`` for a blank background). This is the
+    paper's PASCAL-Context assignment with ConceptWorld's masks.
+
+    Parameters
+    ----------
+    model : nn.Module
+    scenes : SceneBatch or ConceptWorldDataset subset
+        Needs ``images [N, 3, H, W]``, ``labels [N]``, ``part_masks [N, P, H, W]``, ``background_mask
+        [N, H, W]``, ``recipes.context [N]`` and ``world`` (``part_names``, ``context_names``);
+        :meth:`ConceptWorldDataset.scenes` gives one.
+    targets : "label", "predicted", or class indices ``[N]``
+        Which class decision to decompose.
+    layers : sequence of str or None
+        ``None`` = the last two stages (top stage -> the one below, the paper's conv5_3 -> conv4_3).
+    top_n : int
+    mask_threshold : float
+
+    Returns
+    -------
+    ContextResult
+        ``table`` columns: ``image``, ``class``, ``context``, ``layer``, ``depth`` (0 = top layer),
+        ``rank``, ``channel``, ``contribution``, ``share``, ``area``, ``iou_object``, ``iou_background``,
+        ``label`` (region with the largest IoU), ``on_context`` (that region is the background), ``best_iou``.
+    """
+    _check_model(model)
+    for attr in ("images", "labels", "part_masks", "background_mask", "recipes", "world"):
+        if not hasattr(scenes, attr):
+            raise TypeError(f"scenes must be a ConceptWorld SceneBatch (e.g. dataset.scenes(range(n))) with "
+                            f".{attr}; got {type(scenes).__name__}.")
+    images = check_images(scenes.images, what="scenes.images")
+    layers = _check_layers(model, layers, default_last=2)
+    mask_threshold = _check_threshold(mask_threshold)
+    if isinstance(targets, str):
+        if targets not in ("label", "predicted"):
+            raise ValueError(f"targets must be 'label', 'predicted' or class indices [N], got {targets!r}.")
+        targets = scenes.labels if targets == "label" else None
+    levels = decompose_images(model, images, targets, layers, top_n=top_n, keep_maps=layers, image_batch=image_batch,
+                              max_batch_bytes=max_batch_bytes)
+    world = scenes.world
+    part_names = list(world.part_names)
+    ctx_index = scenes.recipes.context.cpu()
+    ctx_names = np.array(list(world.context_names) + ["blank"])[np.where(ctx_index.numpy() < 0, -1, ctx_index.numpy())]
+    regions = torch.cat([scenes.part_masks.cpu(), scenes.background_mask.cpu()[:, None]], 1)  # [N, P+1, H, W]
+    obj = ~scenes.background_mask.cpu()
+    size = tuple(images.shape[-2:])
+    frames, ious = [], []
+    for depth, level in enumerate(levels):
+        masks = region_masks(level.activation_map, size, mask_threshold)  # [D, H, W]
+        idx = level.image_index
+        chunks = [mask_iou(masks[s:s + 256, None], regions[idx[s:s + 256]]) for s in range(0, len(level), 256)]
+        iou = torch.cat(chunks) if chunks else torch.zeros(0, regions.shape[1])
+        ious.append(iou)
+        best = iou.argmax(1)  # ties: the first region (parts before the background)
+        on_ctx = best == len(part_names)
+        labels = np.where(on_ctx.numpy(), np.char.add("context:", ctx_names[idx.numpy()].astype(str)),
+                          np.char.add("part:", np.array(part_names + ["-"])[best.numpy()].astype(str)))
+        frames.append(pd.DataFrame({
+            "image": idx.numpy(), "class": scenes.labels.cpu()[idx].numpy(), "context": ctx_names[idx.numpy()],
+            "layer": level.layer, "depth": depth, "rank": level.rank.numpy(), "channel": level.channel.numpy(),
+            "contribution": level.contribution.numpy(), "share": level.share.numpy(),
+            "area": masks.float().mean((1, 2)).numpy(), "iou_object": mask_iou(masks, obj[idx]).numpy(),
+            "iou_background": iou[:, -1].numpy(), "label": labels, "on_context": on_ctx.numpy(),
+            "best_iou": iou.gather(1, best[:, None])[:, 0].numpy(),
+        }))
+    return ContextResult(pd.concat(frames, ignore_index=True), levels, part_names + ["background"], ious,
+                         mask_threshold)
+
+
+def context_summary(table: pd.DataFrame, class_names: Sequence[str], layer: str | None = None,
+                    top: int = 3, by: Sequence[str] = ("class",)) -> pd.DataFrame:
+    """Fig. 13: per class, the most frequent region labels of the selected channels' maps.
+
+    Parameters
+    ----------
+    table : DataFrame from :func:`context_assignment`
+    class_names : sequence of str
+    layer : str or None
+        Keep one layer (the paper: conv4_3); ``None`` = all rows.
+    top : int
+        How many labels to list.
+    by : sequence of str
+        Grouping columns (``("class",)``, or ``("class", "context")`` for a bias study).
+
+    Returns
+    -------
+    DataFrame with the grouping columns, ``maps``, ``on_context`` (fraction of maps whose best region
+    is the background), ``iou_object``, ``iou_background`` (means), ``top_context`` (most frequent
+    context label among maps on the background) and ``top_labels`` ("label (fraction), ...").
+    """
+    t = table if layer is None else table[table["layer"] == layer]
+    rows = []
+    for key, g in t.groupby(list(by), sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        counts = g["label"].value_counts(normalize=True, sort=True)
+        counts = counts.sort_values(ascending=False, kind="stable")
+        ctx = g.loc[g["on_context"], "label"].value_counts()
+        row = dict(zip(by, key))
+        if "class" in row:
+            row["class"] = class_names[int(row["class"])]
+        row.update({
+            "maps": len(g), "on_context": float(g["on_context"].mean()), "iou_object": g["iou_object"].mean(),
+            "iou_background": g["iou_background"].mean(),
+            "top_context": ctx.index[0].split(":", 1)[1] if len(ctx) else "",
+            "top_labels": ", ".join(f"{lab.split(':', 1)[1]} ({frac:.2f})" for lab, frac in counts.iloc[:top].items()),
+        })
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_context_example(result: ContextResult, scenes, image: int, class_names: Sequence[str]):
+    """Fig. 12: one scene, its top channel at the top layer, and that channel's top channels one layer down,
+    each map with its region outlined and its assigned label.
+
+    ``result`` from :func:`context_assignment` with two layers; ``image`` an index into ``scenes``.
+    """
+    import matplotlib.pyplot as plt
+
+    if len(result.levels) < 2:
+        raise ValueError("plot_context_example needs a decomposition over two layers (top -> the one below).")
+    top, low = result.levels[0], result.levels[1]
+    first = int(torch.nonzero((top.image_index == image) & (top.rank == 0))[0, 0])
+    kids = torch.nonzero(low.parent == first)[:, 0]
+    t = result.table
+    n = 2 + len(kids)
+    fig, axes = plt.subplots(1, n, figsize=(2.1 * n, 2.5), squeeze=False)
+    axes = axes[0]
+    img = scenes.images[image].cpu()
+    size = tuple(img.shape[-2:])
+    bg = scenes.background_mask[image].cpu()
+    _overlay(axes[0], img, mask=bg)
+    rows_top = t[(t["depth"] == 0) & (t["image"] == image)]
+    context = rows_top["context"].iloc[0]
+    axes[0].set_title(f"{class_names[int(scenes.labels[image])]} on {context}\n(background outlined)", fontsize=7)
+    panels = [(axes[1], 0, first, top)] + [(axes[2 + i], 1, int(k), low) for i, k in enumerate(kids)]
+    for ax, depth, row, level in panels:
+        mask = region_masks(level.activation_map[row:row + 1], size, result.mask_threshold)[0]
+        _overlay(ax, img, heat=level.activation_map[row], mask=mask)
+        rows = t[t["depth"] == depth]
+        r = rows.iloc[row]
+        arrow = "" if depth == 0 else "-> "
+        ax.set_title(f"{arrow}{level.layer.split('.')[-1]} ch {int(r['channel'])}\n{r['label']} "
+                     f"(IoU {r['best_iou']:.2f})", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Discriminative degree (Fig. 14, Eq. 13)
+# --------------------------------------------------------------------------------------------------
+
+
+def channel_class_counts(levels: Sequence[DecisionLevel], labels: torch.Tensor, n_classes: int) -> dict[str, torch.Tensor]:
+    """``N_{k,c}``: how often channel ``k`` of each layer is among the selected (top-N) channels of a
+    decision in the decompositions of images of class ``c`` (Sec. 4.2, before Eq. 13).
+
+    Parameters
+    ----------
+    levels : list of DecisionLevel
+        From :func:`decompose_images`.
+    labels : LongTensor ``[B]``
+        Class of each image.
+    n_classes : int
+
+    Returns
+    -------
+    dict layer -> LongTensor ``[K, C]``
+    """
+    labels = torch.as_tensor(labels).long().cpu()
+    out = {}
+    for level in levels:
+        counts = torch.zeros(level.n_channels, n_classes, dtype=torch.long)
+        cls = labels[level.image_index]
+        counts.index_put_((level.channel, cls), torch.ones_like(cls), accumulate=True)
+        out[level.layer] = counts
+    return out
+
+
+def discriminative_degree(counts: torch.Tensor) -> torch.Tensor:
+    """Eq. (13): ``D_k = max_c N_{k,c} / sum_{c=1}^{C} N_{k,c}``.
+
+    Parameters
+    ----------
+    counts : Tensor ``[K, C]``
+        Non-negative counts ``N_{k,c}``.
+
+    Returns
+    -------
+    Tensor ``[K]`` float, in ``[1/C, 1]``; NaN for a channel never counted.
+    """
+    if not isinstance(counts, torch.Tensor) or counts.dim() != 2:
+        raise ValueError(f"counts must be a tensor [K, C] of N_(k,c), got {getattr(counts, 'shape', type(counts))}.")
+    if counts.numel() and float(counts.min()) < 0:
+        raise ValueError("counts must be non-negative (they count selections).")
+    c = counts.double()
+    total = c.sum(1)
+    d = c.amax(1) / total.clamp_min(1e-300)
+    return torch.where(total > 0, d, torch.full_like(d, math.nan))  # Eq. (13)
+
+
+def discriminative_degrees(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels,
+    layers: Sequence[str] | None = None,
+    top_n: int = 3,
+    image_batch: int = 8,
+    max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Fig. 14: per channel of every layer, Eq. (13) from the hierarchical decompositions of ``images``.
+
+    The class decision of each image's label is decomposed to ``layers[0]`` (top-``top_n`` channels per
+    decision, as in Sec. 3.2) and ``N_{k,c}`` counts the selections (:func:`channel_class_counts`).
+
+    Returns
+    -------
+    DataFrame with one row per layer and channel: ``layer``, ``stage`` (1 = lowest), ``channel``,
+    ``selections`` (``sum_c N_{k,c}``), ``top_class``, ``D`` (NaN if never selected).
+    """
+    _check_model(model)
+    images = check_images(images, what="images")
+    layers = _check_layers(model, layers)
+    with model_state(model, train=False):
+        n_classes = int(_logits(model, images[:1].to(_model_device(model))).shape[1])
+    labels = _check_labels(labels, images.shape[0], n_classes)
+    levels = decompose_images(model, images, labels, layers, top_n=top_n, image_batch=image_batch,
+                              max_batch_bytes=max_batch_bytes, progress=progress)
+    counts = channel_class_counts(levels, labels, n_classes)
+    frames = []
+    for layer in layers:
+        n = counts[layer]
+        frames.append(pd.DataFrame({
+            "layer": layer, "stage": layers.index(layer) + 1, "channel": np.arange(n.shape[0]),
+            "selections": n.sum(1).numpy(), "top_class": n.argmax(1).numpy(),
+            "D": discriminative_degree(n).numpy(),
+        }))
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs["n_classes"] = n_classes
+    return out
+
+
+def degree_summary(per_channel: pd.DataFrame, n_classes: int | None = None, min_selections: int = 1) -> pd.DataFrame:
+    """Per layer: the mean of Eq. (13) over channels selected at least ``min_selections`` times, and the
+    selection-weighted mean ``sum_k max_c N_{k,c} / sum_k sum_c N_{k,c}`` (robust to rarely selected
+    channels, whose D is 1 by construction when selected once).
+
+    Returns
+    -------
+    DataFrame: ``layer``, ``stage``, ``channels``, ``channels_selected``, ``mean_D``, ``median_D``,
+    ``weighted_D``, ``chance`` (``1/C``, the minimum of Eq. 13).
+    """
+    n_classes = per_channel.attrs.get("n_classes") if n_classes is None else n_classes
+    rows = []
+    for (layer, stage), g in per_channel.groupby(["layer", "stage"], sort=False):
+        sel = g[g["selections"] >= min_selections]
+        weighted = float((sel["D"] * sel["selections"]).sum() / max(sel["selections"].sum(), 1))
+        rows.append({"layer": layer, "stage": stage, "channels": len(g), "channels_selected": len(sel),
+                     "mean_D": sel["D"].mean(), "median_D": sel["D"].median(), "weighted_D": weighted,
+                     "chance": 1.0 / n_classes if n_classes else math.nan})
+    return pd.DataFrame(rows)
+
+
+def plot_discriminative_degrees(summaries: dict[str, pd.DataFrame], column: str = "mean_D"):
+    """Fig. 14: ``column`` of :func:`degree_summary` per stage, one line per model (``{name: summary}``)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    chance = None
+    for name, s in summaries.items():
+        ax.plot(s["stage"], s[column], marker="o", label=name)
+        chance = s["chance"].iloc[0]
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls="--", lw=1, label="1/C (minimum)")
+    ax.set_xlabel("stage (1 = lowest)")
+    ax.set_ylabel(f"discriminative degree D ({column})")
+    ax.set_ylim(0, 1.05)
+    ax.set_xticks(sorted(next(iter(summaries.values()))["stage"]))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# A planted-bias model (optional study for Figs. 12-13)
+# --------------------------------------------------------------------------------------------------
+
+
+def train_biased_model(
+    arch: str = "vgg",
+    bias=None,
+    n_train: int = 3000,
+    n_test: int = 1000,
+    epochs: int = 3,
+    seed: int = 0,
+    device: str = "auto",
+    threads: int = 1,
+    progress: bool = False,
+):
+    """Train a zoo architecture on ConceptWorld with a planted context bias, deterministically.
+
+    Uses the zoo's recipe (:data:`xailib.models.train.RECIPES` ``["conceptworld"]``: AdamW, one-cycle,
+    batch 128) with fewer images and epochs, :func:`xailib.models.train.train_model`'s loop, and
+    deterministic algorithms on ``threads`` threads.
+
+    Parameters
+    ----------
+    arch : {"vgg", "resnet", "inception", "alexnet"}
+    bias : BiasSpec or None
+        Default: water with cow at rate 1.0 and 0.0 for the other classes (water means cow in training).
+    n_train, n_test : int
+        Training images (biased) and unbiased test images.
+    epochs : int
+    seed : int
+    device : str
+    threads : int
+
+    Returns
+    -------
+    (ZooNet, dict)
+        The model in eval mode and its training record (``test_accuracy`` on unbiased test data,
+        ``train_seconds``, the bias).
+    """
+    from xailib.data.conceptworld import BiasSpec, ConceptWorldDataset
+    from xailib.models.train import RECIPES, deterministic, train_model
+    from xailib.utils import resolve_device
+
+    bias = BiasSpec(context="water", target_class="cow", rate=1.0, other_rate=0.0) if bias is None else bias
+    if not isinstance(bias, BiasSpec):
+        raise TypeError(f"bias must be a BiasSpec(context=..., target_class=..., rate=...), got {type(bias).__name__}.")
+    _check_positive_int(n_train, "n_train")
+    _check_positive_int(n_test, "n_test")
+    _check_positive_int(epochs, "epochs")
+    recipe = dict(RECIPES["conceptworld"], epochs=epochs)
+    if n_train < recipe["batch_size"]:
+        raise ValueError(f"n_train must be at least one batch ({recipe['batch_size']} images), got {n_train}.")
+    train = ConceptWorldDataset("train", n=n_train, seed=seed, bias=bias)
+    test = ConceptWorldDataset("test", n=n_test, seed=seed)
+    with deterministic(threads):
+        model, info = train_model(f"{arch}-conceptworld", (train.images, train.labels), (test.images, test.labels),
+                                  recipe, device=resolve_device(device), seed=seed, progress=progress)
+    info["bias"] = {"context": bias.context, "target_class": bias.target_class, "rate": bias.rate,
+                    "other_rate": bias.other_rate}
+    return model, info
+
+
+# --------------------------------------------------------------------------------------------------
+# The paper's numbers beside ours
+# --------------------------------------------------------------------------------------------------
+
+#: What Sec. 4.2 of the paper reports in its text (VGG-16 on ImageNet / PASCAL; one image for Figs. 10-11(b)).
+PAPER_NUMBERS = {
+    "fig10_p_wrong": 0.99, "fig10_top_share": 0.323, "fig10_p_after": 0.65,
+    "fig11_true_drop": (11.3, 14.5, 4.7, 11.1), "fig11_adv_rise": (8.7, 10.4, 16.4, 5.5),
+    "fig11_p_clean": 0.92, "fig11_p_adv": 1.00,
+}
+
+
+def _fmt(x, spec=".3f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def paper_comparison(
+    occlusion: pd.DataFrame | None = None,
+    peaks: pd.DataFrame | None = None,
+    attack_success: float | None = None,
+    context: pd.DataFrame | None = None,
+    degrees: dict[str, pd.DataFrame] | None = None,
+) -> pd.DataFrame:
+    """The paper's reported numbers (Sec. 4.2) beside ours, as text (data and models differ).
+
+    Parameters
+    ----------
+    occlusion : DataFrame from :func:`occlusion_test` (``.table``)
+    peaks : DataFrame from :func:`adversarial_peak_responses`
+    attack_success : float
+        Fraction of correctly classified images the attack fooled.
+    context : DataFrame from :func:`context_assignment` (``.table``), one layer
+    degrees : dict model name -> :func:`degree_summary`
+
+    Returns
+    -------
+    DataFrame with columns ``figure``, ``quantity``, ``paper (VGG-16, ImageNet/VOC)``, ``ours (ConceptWorld zoo)``.
+    """
+    P = PAPER_NUMBERS
+    rows = []
+
+    def add(fig, what, paper, ours):
+        rows.append({"figure": fig, "quantity": what, "paper (VGG-16, ImageNet/VOC)": paper,
+                     "ours (ConceptWorld zoo)": ours})
+
+    if occlusion is not None and len(occlusion):
+        o = occlusion
+        add("Fig. 10", "p(predicted wrong class) before occlusion",
+            f"{P['fig10_p_wrong']:.2f} (one image)", f"{o['p_pred'].mean():.3f} (mean of {len(o)} misclassified)")
+        add("Fig. 10", "share of the top channel of the top layer",
+            f"{P['fig10_top_share']:.3f}", f"{o['upper_share'].mean():.3f} (mean)")
+        add("Fig. 10", "prediction changes after occluding the found region",
+            "yes (one image)", f"{o['changed'].mean():.3f} of images (control, same area shifted: "
+                               f"{o['changed_control'].mean():.3f})")
+        add("Fig. 10", "prediction becomes the true class", f"yes, p={P['fig10_p_after']:.2f}",
+            f"{o['corrected'].mean():.3f} of images (control: {o['corrected_control'].mean():.3f})")
+        add("Fig. 10", "p(old wrong class) after occlusion", "not reported (the true class gets 0.65)",
+            f"{o['p_pred_occluded'].mean():.3f} (control: {o['p_pred_control'].mean():.3f})")
+    if attack_success is not None:
+        add("Fig. 11", "attack success (PGD, L-inf)", "not reported (one example shown)", f"{attack_success:.3f}")
+    if peaks is not None:
+        f = peaks[peaks["fooled"] & (peaks["layer"] == peaks["layer"].iloc[-1])]
+        for kind, key, word in (("true class", "fig11_true_drop", "decrease"), ("adversarial class", "fig11_adv_rise",
+                                                                               "increase")):
+            d = f[f["kind"] == kind]
+            paper = P[key]
+            sign = -1 if word == "decrease" else 1
+            add("Fig. 11", f"change of peak response, top-4 {kind} channels (last stage)",
+                f"{sign * np.mean(paper):+.2f} ({word}s {', '.join(map(str, paper))}; one image)",
+                f"{d['change'].mean():+.3f} mean over {d['image'].nunique()} fooled images "
+                f"(relative {d['change'].sum() / max(d['peak_clean'].sum(), 1e-12):+.1%})")
+            frac = (d["change"] < 0).mean() if word == "decrease" else (d["change"] > 0).mean()
+            add("Fig. 11c", f"fraction of top-4 {kind} channels whose peak {word}s", "all 4 (one image); "
+                "average over ILSVRC val shown as bars", _fmt(float(frac)) if len(d) else "n/a")
+    if context is not None and len(context):
+        c = context
+        add("Fig. 13", "activation maps whose best-IoU region is a context (background) label",
+            "context labels are among the most frequent for bird, boat, train (counts only in the figure)",
+            f"{c['on_context'].mean():.3f} of {len(c)} maps")
+    if degrees:
+        lows = ", ".join(f"{n}: {s['mean_D'].iloc[0]:.2f} -> {s['mean_D'].iloc[-1]:.2f}" for n, s in degrees.items())
+        add("Fig. 14", "mean D (Eq. 13), lowest -> highest stage", "small at low layers, much larger at high layers "
+            "(values only in the figure)", lows)
+        order = sorted(degrees, key=lambda n: -degrees[n]["mean_D"].iloc[-1])
+        add("Fig. 14", "order of D at the highest stage", "ResNet-50 > VGG-16 > AlexNet",
+            " > ".join(f"{n} ({degrees[n]['mean_D'].iloc[-1]:.2f})" for n in order))
+    return pd.DataFrame(rows)
