@@ -14,8 +14,9 @@ mask has IoU > 0.9 with that of a channel of higher contribution is suppressed (
 
 :func:`decompose` decomposes all decisions of one tree level together (one batched backward per
 level, chunked under a memory cap, on the network segment between the two stages when the model has
-``run_segment``); :func:`decompose_nodewise` is the slow node-by-node version with full forwards,
-which the tests hold the batched one to.
+``run_segment``, and there on one crop per decision that holds its receptive field, see
+:mod:`xailib.gap.receptive`); :func:`decompose_nodewise` is the slow node-by-node version with full
+forwards, which the tests hold the batched one to.
 """
 
 from __future__ import annotations
@@ -37,15 +38,19 @@ from xailib.gap.module import (
     Neuron,
     _check_strategy,
     _model_device,
+    _check_crop,
     _segment_available,
     _use_segment,
     activation_maps,
     channel_contributions,
     check_images,
+    crop_field,
+    cropped_gradients,
     decision_gradients,
     layer_outputs,
     peak_positions,
 )
+from xailib.gap.receptive import crop_statistics, uncrop
 
 __all__ = [
     "DecompositionNode",
@@ -348,24 +353,33 @@ def _check_target(target, n_classes: int) -> int:
 def _children(
     level_nodes: list[DecompositionNode], layer: str, contributions: torch.Tensor, maps: torch.Tensor,
     peaks: torch.Tensor, features: torch.Tensor, top_n: int, nms_iou, mask_threshold, keep_maps: bool,
+    full_maps=None,
 ) -> list[DecompositionNode]:
-    """Attach the selected channels of ``layer`` as children of ``level_nodes`` (row d = node d)."""
+    """Attach the selected channels of ``layer`` as children of ``level_nodes`` (row d = node d).
+
+    ``maps`` may be crops (one crop per decision, zero outside): NMS masks and IoUs are the same on the
+    crop as on the full map. ``full_maps(d_idx, ch) -> [M, h, w]`` then gives the full maps to keep;
+    ``features`` is always the full lower map ``[D, K, h, w]`` (may be an expanded view).
+    """
     kept, merged_into = select_channels(contributions, maps, top_n, nms_iou, mask_threshold)
     d_idx, slot = torch.nonzero(kept >= 0, as_tuple=True)
     ch = kept[d_idx, slot]
     pos = peaks[d_idx, ch]  # [M, 2]
     vals = features[d_idx, ch, pos[:, 0], pos[:, 1]]
     contrib = contributions[d_idx, ch]
-    thumbs = maps[d_idx, ch].float().cpu().numpy() if keep_maps else None
+    thumbs = None
+    if keep_maps:
+        thumbs = (maps[d_idx, ch] if full_maps is None else full_maps(d_idx, ch)).float().cpu().numpy()
     d_idx_l, ch_l, pos_l = d_idx.tolist(), ch.tolist(), pos.tolist()
     vals_l, contrib_l, slot_l = vals.tolist(), contrib.tolist(), slot.tolist()
-    merged_l = merged_into.tolist()
+    merged_l = merged_into.tolist() if nms_iou is not None else None  # without NMS nothing is merged
     new = []
     for i in range(len(ch_l)):  # building Python objects, one per selected channel
         d = d_idx_l[i]
         node = DecompositionNode(
             layer=layer, channel=ch_l[i], position=(pos_l[i][0], pos_l[i][1]), contribution=contrib_l[i],
-            score=vals_l[i], merged=[c for c, s in enumerate(merged_l[d]) if s == slot_l[i]],
+            score=vals_l[i],
+            merged=[] if merged_l is None else [c for c, s in enumerate(merged_l[d]) if s == slot_l[i]],
             activation_map=None if thumbs is None else thumbs[i],
         )
         level_nodes[d].children.append(node)
@@ -391,6 +405,7 @@ def decompose(
     max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
     use_segment: bool | str = "auto",
     progress: bool = False,
+    crop: bool | str = "auto",
 ) -> DecompositionTree:
     """Hierarchical decomposition (Sec. 3.2) of one image's class decision, batched per tree level.
 
@@ -419,6 +434,12 @@ def decompose(
         Run only the segment between two stages with ``model.run_segment`` when available.
     progress : bool
         tqdm bars over levels and chunks.
+    crop : {"auto", True, False}
+        Run each level's segment on crops of the lower map that contain each decision's receptive
+        field (:mod:`xailib.gap.receptive`); exact. ``"auto"``: on the segment path wherever the
+        receptive fields are exact and cover at most half the map; ``True`` raises where exact
+        receptive fields are not available (no ``run_segment``); the root (class score) always uses
+        the full map.
 
     Returns
     -------
@@ -429,12 +450,17 @@ def decompose(
     -----
     All decisions of one level are decomposed together: their lower features are stacked into a
     ``[D, K, h, w]`` batch and one backward of the summed decision scores gives all ``D`` gradient
-    maps (Eq. 2). The result equals :func:`decompose_nodewise`.
+    maps (Eq. 2). With crops, each decision gets its own crop ``[K, c_h, c_w]`` of the lower map and
+    Eqs. (3)-(5) over the full map are computed from the crops (the maps are zero outside them;
+    :func:`xailib.gap.receptive.crop_statistics`). The result equals :func:`decompose_nodewise`.
     """
     image, layers, strategy = _check_common(model, image, layers, top_n, strategy, nms_iou, mask_threshold)
+    _check_crop(crop)
     segment = _use_segment(model, layers[-1], None, use_segment) and all(
         _segment_available(model, lo, None) for lo in layers
     )
+    if not segment and len(layers) > 1:
+        crop_field(model, layers[0], layers[1], None, None, crop, segment)  # raises for crop=True
     with model_state(model, train=False, requires_grad=False):
         if segment:
             acts, logits = layer_outputs(model, image, layers)
@@ -451,13 +477,27 @@ def decompose(
         for lower in tqdm(list(reversed(layers)), disable=not progress, desc="gAP levels", leave=False):
             channels = torch.tensor([n.channel for n in level], dtype=torch.long)
             positions = None if upper is None else torch.tensor([n.position for n in level], dtype=torch.long)
-            g, f, _ = decision_gradients(
-                model, image, lower, upper, channels, positions, torch.zeros(len(level), dtype=torch.long),
-                lower_acts=acts.get(lower), use_segment=segment, max_batch_bytes=max_batch_bytes, progress=progress,
-            )
-            a = activation_maps(g, f)  # Eq. (3)
-            level = _children(level, lower, channel_contributions(g, f, strategy), a, peak_positions(a), f,
-                              top_n, nms_iou, mask_threshold, keep_maps)
+            image_index = torch.zeros(len(level), dtype=torch.long)
+            rf = crop_field(model, lower, upper, positions, acts.get(lower), crop, segment) if segment else None
+            if rf is not None:  # Eq. (2) on crops, Eqs. (3)-(5) over the full map from the crops
+                g, f, _, offsets = cropped_gradients(model, acts[lower], lower, upper, channels, positions,
+                                                     image_index, rf, max_batch_bytes, progress)
+                a, contributions, peaks = crop_statistics(g, f, offsets, rf.in_size, strategy)
+                full = acts[lower].expand(len(level), *acts[lower].shape[1:])
+
+                def full_maps(d_idx, ch, a=a, offsets=offsets, size=rf.in_size):
+                    return uncrop(a[d_idx, ch], offsets[d_idx], size)
+
+                level = _children(level, lower, contributions, a, peaks, full, top_n, nms_iou, mask_threshold,
+                                  keep_maps, full_maps)
+            else:
+                g, f, _ = decision_gradients(
+                    model, image, lower, upper, channels, positions, image_index, lower_acts=acts.get(lower),
+                    use_segment=segment, max_batch_bytes=max_batch_bytes, progress=progress, crop=False,
+                )
+                a = activation_maps(g, f)  # Eq. (3)
+                level = _children(level, lower, channel_contributions(g, f, strategy), a, peak_positions(a), f,
+                                  top_n, nms_iou, mask_threshold, keep_maps)
             upper = lower
     return DecompositionTree(root, layers, target, top_n, strategy, nms_iou, float(mask_threshold),
                              tuple(image.shape[-2:]))
@@ -481,7 +521,7 @@ def decompose_nodewise(
     :func:`decompose`; for tests and benchmarks.
     """
     image, layers, strategy = _check_common(model, image, layers, top_n, strategy, nms_iou, mask_threshold)
-    gap = GAP(model, use_segment=use_segment, max_batch_bytes=None)
+    gap = GAP(model, use_segment=use_segment, max_batch_bytes=None, crop=False)
     with model_state(model, train=False, requires_grad=False):
         with torch.no_grad():
             logits = model(image)

@@ -13,7 +13,9 @@ Table 1 of the paper compares four ways to score a channel; all four are here (:
 ``AA`` average activation (Eq. 4), ``MA`` max activation, ``AG`` average gradient, ``MG`` max gradient.
 
 Implementation: :class:`GAP` is the fast path (batched over decisions, chunked under a memory cap,
-running only the network segment between the two layers when the model has ``run_segment``);
+running only the network segment between the two layers when the model has ``run_segment``, and
+there, for neuron decisions, only on a crop of the lower map that holds the decision's receptive
+field -- exact, see :mod:`xailib.gap.receptive`);
 :func:`gap_reference` is the slow literal reference (one full forward, then Python loops over
 channels and positions, written equation by equation) that the tests hold the fast path to.
 """
@@ -30,6 +32,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xailib.layers import capture, check_layers, get_layer, model_state, replace_output
+from xailib.gap.receptive import (
+    DEFAULT_MAX_AREA_FRACTION,
+    SegmentRF,
+    crop_windows,
+    segment_receptive_field,
+    uncrop,
+)
 
 __all__ = [
     "STRATEGIES",
@@ -41,6 +50,8 @@ __all__ = [
     "channel_contributions",
     "peak_positions",
     "stop_after",
+    "crop_field",
+    "cropped_gradients",
 ]
 
 STRATEGIES = ("AA", "MA", "AG", "MG")
@@ -296,7 +307,8 @@ def _chunked(
     parts: list[list[torch.Tensor]] = []
     start = 0
     size = n if max_batch_bytes is None else 1
-    with tqdm(total=n, disable=not progress, desc=desc, leave=False) as bar:
+    bar = tqdm(total=n, desc=desc, leave=False) if progress else None  # a disabled tqdm still costs ~0.1 ms
+    try:
         while start < n:
             sl = slice(start, min(n, start + size))
             if max_batch_bytes is not None and start == 0:
@@ -305,8 +317,14 @@ def _chunked(
                 size = max(1, max_batch_bytes // max(1, meter.bytes + item_bytes))
             else:
                 parts.append(run(sl))
-            bar.update(sl.stop - sl.start)
+            if bar is not None:
+                bar.update(sl.stop - sl.start)
             start = sl.stop
+    finally:
+        if bar is not None:
+            bar.close()
+    if len(parts) == 1:
+        return [t.contiguous() for t in parts[0]]  # as torch.cat would give (expanded views become copies)
     return [torch.cat(p, dim=0) for p in zip(*parts)]
 
 
@@ -458,6 +476,107 @@ def _batched_vjp(
     return g[:, 0], scores
 
 
+def _check_crop(crop) -> None:
+    if crop not in ("auto", True, False):
+        raise ValueError(f"crop must be 'auto', True or False, got {crop!r}.")
+
+
+def crop_field(
+    model: nn.Module, lower: str | None, upper: str | None, positions: torch.Tensor | None,
+    lower_acts: torch.Tensor | None, crop: bool | str, segment: bool,
+) -> SegmentRF | None:
+    """The receptive field to crop with for decisions at ``positions`` of ``upper``, or ``None`` for the full map.
+
+    ``crop="auto"`` crops when the segment path is used, the decisions are neurons of a feature map,
+    their receptive fields in ``lower`` are known exactly (:func:`xailib.gap.receptive.segment_receptive_field`)
+    and one crop covers at most :data:`~xailib.gap.receptive.DEFAULT_MAX_AREA_FRACTION` of the map.
+    ``crop=True`` is the same but raises ``ValueError`` where exact receptive fields are not available
+    (no ``run_segment`` for the two layers, or the probe/check failed); decisions whose receptive field
+    is (nearly) the whole map, such as class scores, use the full map under both settings.
+    """
+    _check_crop(crop)
+    if crop is False:
+        return None
+    why = ""
+    if not segment or lower_acts is None:
+        why = (f"crops need model.run_segment and both layers in model.stage_names (lower={lower!r}, "
+               f"upper={upper!r}) and use_segment not False")
+    elif upper is None or positions is None or lower_acts.dim() != 4:
+        return None  # a class score or a flat layer: its receptive field is the whole map
+    else:
+        try:
+            rf = segment_receptive_field(model, lower, upper, tuple(lower_acts.shape[1:]),
+                                         dtype=lower_acts.dtype, device=lower_acts.device)
+        except ValueError as exc:
+            rf, why = None, str(exc)
+        if rf is not None:
+            if not rf.exact:
+                why = f"the receptive fields of {upper!r} in {lower!r} are not exact: {rf.reason}"
+            else:
+                h, w = rf.out_size
+                if bool((positions[:, 0] >= h).any() | (positions[:, 1] >= w).any()):
+                    return None  # the full path raises the error that lists the valid positions
+                return rf if rf.area_fraction <= DEFAULT_MAX_AREA_FRACTION else None
+    if crop is True:
+        raise ValueError(f"crop=True: {why}. Use crop='auto' (crops where exact) or crop=False.")
+    return None
+
+
+def cropped_gradients(
+    model: nn.Module,
+    lower_acts: torch.Tensor,
+    lower: str,
+    upper: str,
+    channels: torch.Tensor,
+    positions: torch.Tensor,
+    image_index: torch.Tensor,
+    rf: SegmentRF,
+    max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. (2) on crops: the segment ``lower -> upper`` runs on one crop of the lower map per decision.
+
+    Decision ``d`` is ``F^{upper}[image_index[d], channels[d], positions[d]]``; its crop (size
+    ``rf.crop_size``, origin ``offsets[d]``) contains its receptive field, so its gradient is zero
+    outside the crop and equal to the full-map gradient inside.
+
+    Parameters
+    ----------
+    lower_acts : Tensor ``[B, K, H, W]``
+    channels : LongTensor ``[D]``
+    positions : LongTensor ``[D, 2]``
+        (y, x) in the ``upper`` map.
+    image_index : LongTensor ``[D]``
+    rf : SegmentRF
+        From :func:`crop_field`.
+
+    Returns
+    -------
+    gradients : Tensor ``[D, K, c_h, c_w]``
+    features : Tensor ``[D, K, c_h, c_w]``
+    scores : Tensor ``[D]``
+    offsets : LongTensor ``[D, 2]``
+        Crop origins in the lower map (:func:`xailib.gap.receptive.uncrop` puts the crops back).
+
+    Must run inside ``model_state(model, train=False, requires_grad=False)``.
+    """
+    offsets = rf.offsets(positions)
+    local = rf.local_positions(positions, offsets)
+
+    def run(sl: slice) -> list[torch.Tensor]:
+        x = crop_windows(lower_acts, image_index[sl], offsets[sl], rf.crop_size).requires_grad_(True)
+        with torch.enable_grad():
+            out = model.run_segment(x, start=lower, stop=upper)
+            scores = select_decisions(out, channels[sl], local[sl], upper)
+            (g,) = torch.autograd.grad(scores.sum(), x)
+        return [g, x.detach(), scores.detach()]
+
+    item = lower_acts.shape[1] * rf.crop_size[0] * rf.crop_size[1] * lower_acts.element_size() * 2
+    g, f, s = _chunked(int(channels.shape[0]), run, model, max_batch_bytes, item, progress,
+                       desc=f"gAP {upper}->{lower} (crops)")
+    return g, f, s, offsets.to(g.device)
+
+
 def decision_gradients(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -470,6 +589,7 @@ def decision_gradients(
     use_segment: bool | str = "auto",
     max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
     progress: bool = False,
+    crop: bool | str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eq. (2) for ``D`` decisions at once: gradients of each decision w.r.t. the lower layer.
 
@@ -496,6 +616,10 @@ def decision_gradients(
         Which image of ``inputs`` each decision belongs to.
     lower_acts : Tensor ``[B, K, h, w]``, optional
         Precomputed lower features (saves a forward on the segment path).
+    crop : {"auto", True, False}
+        Run the segment on crops that contain each decision's receptive field (see :func:`crop_field`,
+        :func:`cropped_gradients`); the crop gradients are put back into zero maps, so the result is
+        the same.
 
     Returns
     -------
@@ -506,11 +630,19 @@ def decision_gradients(
     Must run inside ``model_state(model, train=False, requires_grad=False)``.
     """
     n = int(channels.shape[0])
+    _check_crop(crop)
     segment = _use_segment(model, lower, upper, use_segment)
+    if not segment:
+        crop_field(model, lower, upper, positions, None, crop, segment)  # raises for crop=True
     if segment:
         if lower_acts is None:
             acts, _ = layer_outputs(model, inputs, [lower], stop=lower)
             lower_acts = acts[lower]
+        rf = crop_field(model, lower, upper, positions, lower_acts, crop, segment)
+        if rf is not None:
+            g, _, scores, offsets = cropped_gradients(model, lower_acts, lower, upper, channels, positions,
+                                                      image_index, rf, max_batch_bytes, progress)
+            return uncrop(g, offsets, rf.in_size), lower_acts[image_index.to(lower_acts.device)], scores
 
         state = {"vjp": lower_acts.shape[0] == 1}
 
@@ -700,6 +832,11 @@ class GAP:
         Memory cap (bytes saved for backward per chunk); ``None``: no chunking.
     progress : bool
         Show a tqdm bar over chunks.
+    crop : {"auto", True, False}
+        Run the segment only on a crop of the lower map that contains each decision's receptive field
+        (exact; :mod:`xailib.gap.receptive`). ``"auto"``: where the model has ``run_segment`` and the
+        receptive fields are exact and small; ``True`` raises where they are not available; models
+        without ``run_segment`` (e.g. torchvision's) always use the full map.
 
     Examples
     --------
@@ -714,13 +851,16 @@ class GAP:
         use_segment: bool | str = "auto",
         max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
         progress: bool = False,
+        crop: bool | str = "auto",
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        _check_crop(crop)
         self.model = model
         self.use_segment = use_segment
         self.max_batch_bytes = max_batch_bytes
         self.progress = progress
+        self.crop = crop
 
     def attribute(self, inputs: torch.Tensor, target, layer: str, strategy: str = "AA") -> GAPResult:
         """Decompose one decision per image onto ``layer``.
@@ -753,7 +893,7 @@ class GAP:
             g, f, scores = decision_gradients(
                 self.model, inputs, layer, upper, channels, positions,
                 torch.arange(inputs.shape[0]), use_segment=self.use_segment,
-                max_batch_bytes=self.max_batch_bytes, progress=self.progress,
+                max_batch_bytes=self.max_batch_bytes, progress=self.progress, crop=self.crop,
             )
         if g.dim() != 4:
             raise ValueError(f"Layer {layer!r} has per-image shape {tuple(g.shape[1:])}; gAP needs a conv "
