@@ -10,6 +10,13 @@ Where each part of the paper lives:
   :mod:`xailib.gap.ground_truth`.
 * Sec. 4.1 sanity checks, saliency to the data layer -- :mod:`xailib.gap.saliency`.
 * Fig. 5 drawing -- :mod:`xailib.gap.plot`.
+* Exact receptive fields for the batched, cropped decomposition -- :mod:`xailib.gap.receptive`.
+* Sec. 4.1 Table 1, Fig. 6, the timing claim, Fig. 8 -- :mod:`xailib.gap.sanity`;
+  Fig. 7 (randomisation tests) and Fig. 9 (channel removal) against Captum -- :mod:`xailib.gap.baselines`.
+* Sec. 4.2 diagnosis, Figs. 10-14 and Eq. (13) -- :mod:`xailib.gap.diagnosis`.
+* The interactive explorer (Sec. 3.2, Fig. 4/5) -- :mod:`xailib.gap.explorer`, guided backprop in
+  :mod:`xailib.gap.guided`. ``ExplorerState``, ``Explorer`` and ``explore`` are importable from here
+  (loaded on first use, so that ``import xailib.gap`` does not import ipywidgets).
 
 Examples
 --------
@@ -38,6 +45,7 @@ from xailib.gap.module import (
     gap_reference,
     peak_positions,
 )
+from xailib.gap.guided import guided_backprop
 from xailib.gap.plot import plot_decomposition
 from xailib.gap.saliency import gap_saliency
 
@@ -61,4 +69,18 @@ __all__ = [
     "dataset_channel_means",
     "gap_saliency",
     "plot_decomposition",
+    "guided_backprop",
+    "ExplorerState",
+    "Explorer",
+    "explore",
 ]
+
+_LAZY = {"ExplorerState": "explorer", "Explorer": "explorer", "explore": "explorer"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"xailib.gap.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'xailib.gap' has no attribute {name!r}")
