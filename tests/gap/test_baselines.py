@@ -309,12 +309,20 @@ def test_lrp_equals_gradient_times_activation_on_a_linear_head():
     model = FlatHead().eval()
     x = torch.rand(4, 1, 5, 5)
     t = torch.tensor([0, 1, 2, 0])
-    lrp = channel_scores(model, x, t, "relu", "LRP")
-    gap = channel_scores(model, x, t, "relu", "gAP")
+    lrp = channel_scores(model, x, t, "relu", "LRP", batch_size=3)  # two batches: rules re-attached per call
+    gap = channel_scores(model, x, t, "relu", "gAP", batch_size=3)
     assert torch.allclose(lrp, 25 * gap, atol=1e-5, rtol=1e-4)
     assert count_hooks(model) == 0
     assert not any(hasattr(m, "rule") or hasattr(m, "activations") for m in model.modules())
     assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
+
+
+def test_lrp_is_z_times_gap_on_zoo_vgg(vgg, images):
+    """ReLU + conv + eval BatchNorm + max-pool + linear: LRP-epsilon is gradient x input, so LRP = h * w * alpha."""
+    lrp = channel_scores(vgg, images, None, "features.stage4", "LRP")
+    gap = channel_scores(vgg, images, None, "features.stage4", "gAP")
+    assert torch.allclose(lrp, 7 * 7 * gap, rtol=1e-3, atol=1e-6 * float(lrp.abs().max()))
+    assert count_hooks(vgg) == 0
 
 
 def test_channel_scores_of_every_method_on_zoo_vgg(vgg, images):

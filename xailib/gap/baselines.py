@@ -23,7 +23,10 @@ Fig. 9, channel removal ("Comparison with individual-based methods"):
 
 * :func:`channel_scores` -- per-image importance ``[B, K]`` of the channels of one layer for the predicted class,
   by gAP (Eq. 4), captum's ``LayerConductance`` (ref. [21]), ``InternalInfluence`` (ref. [22]), ``LayerLRP``
-  (ref. [34], epsilon rule) and a random ranking.
+  (ref. [34], epsilon rule) and a random ranking. Note: for a network of ReLUs, convs, eval-mode BatchNorm,
+  max/average pooling and linear layers, LRP with captum's epsilon rule (epsilon = 1e-9) is gradient x input at
+  every layer, so its channel relevance is ``sum_{x,y} G * F = Z * alpha`` (Eq. 4): gAP and LRP rank the channels
+  of such a layer identically (tested on the zoo VGG).
 * :func:`channel_removal_curve` -- accuracy after removing each image's top-N channels, for several N.
   "Removing" a channel sets it to its average activation on that image (its spatial mean), the definition the
   paper gives for removing a channel in Sec. 4.1 (``ablation="mean"``); ``ablation="zero"`` zeroes it.
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -70,6 +74,9 @@ __all__ = [
     "channel_scores",
     "remove_channels",
     "channel_removal_curve",
+    "sanity_summary",
+    "removal_summary",
+    "paper_comparison",
     "plot_cascading_randomization",
     "plot_data_randomization",
     "plot_cascading_examples",
@@ -155,6 +162,15 @@ def _targets(model: nn.Module, images: torch.Tensor, targets) -> torch.Tensor:
 
 
 @contextmanager
+def _quiet_captum() -> Iterator[None]:
+    """Silence captum's notices that are expected here (inputs made to require grad, ReLU hooks set)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
+        warnings.filterwarnings("ignore", message=".*Setting backward hooks on ReLU.*")
+        yield
+
+
+@contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Fork the global RNG (CPU, and the CUDA device in use), seed it, restore it on exit."""
     devices = [device.index or 0] if device.type == "cuda" else []
@@ -222,7 +238,7 @@ def saliency_maps(
         return torch.cat(out)
     from captum.attr import GuidedBackprop, IntegratedGradients, NoiseTunnel, Saliency
 
-    with model_state(model, train=False, requires_grad=False), _seeded(seed, dev):
+    with model_state(model, train=False, requires_grad=False), _seeded(seed, dev), _quiet_captum():
         for i in tqdm(range(0, images.shape[0], batch_size), disable=not progress, desc=method, leave=False):
             x = images[i:i + batch_size].to(dev).detach().clone().requires_grad_(True)
             t = targets[i:i + batch_size].to(dev)
@@ -617,8 +633,8 @@ class lrp_copy:
     The copy's ReLUs are not in-place, ``Normalize`` and ``Flatten`` get captum's epsilon rule, and the module
     whose input relevance gives ``layer``'s output relevance is found by tracing one forward pass (captum
     attributes to a leaf module with a rule; a stage block and its final ReLU have none). Entering yields
-    ``(copy, name)``; call ``LayerLRP(copy, get_layer(copy, name)).attribute(x, target,
-    attribute_to_layer_input=True)``.
+    ``(copy, name)``; call :meth:`attach_rules`, then ``LayerLRP(copy, get_layer(copy, name)).attribute(x,
+    target, attribute_to_layer_input=True)``.
 
     Supported leaves are captum's: Conv2d, Linear, BatchNorm2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, ReLU,
     Dropout (plus ``Normalize``/``Flatten`` here). The in-place residual add of the zoo ResNet is not a module, so
@@ -632,16 +648,10 @@ class lrp_copy:
         self.work: nn.Module | None = None
 
     def __enter__(self) -> tuple[nn.Module, str]:
-        from captum.attr._utils.lrp_rules import EpsilonRule
-
-        from xailib.models import Normalize
-
         work = copy.deepcopy(self.model).eval()
         for m in work.modules():
             if isinstance(m, nn.ReLU):
                 m.inplace = False
-            if isinstance(m, (Normalize, nn.Flatten)):
-                m.rule = EpsilonRule()
         order = _leaf_order(work, self.image[:1].to(_device(work)))
         inside = [i for i, n in enumerate(order) if n == self.layer or n.startswith(self.layer + ".")]
         if not inside or inside[-1] + 1 >= len(order):
@@ -649,6 +659,17 @@ class lrp_copy:
                              "below the output (e.g. one of model.stage_names).")
         self.work = work
         return work, order[inside[-1] + 1]
+
+    def attach_rules(self) -> None:
+        """Give ``Normalize`` and ``Flatten`` of the copy the epsilon rule; call before every ``attribute``
+        (captum deletes every module's ``rule`` at the end of a call)."""
+        from captum.attr._utils.lrp_rules import EpsilonRule
+
+        from xailib.models import Normalize
+
+        for m in self.work.modules():
+            if isinstance(m, (Normalize, nn.Flatten)):
+                m.rule = EpsilonRule()
 
     def __exit__(self, *exc) -> None:
         self.work = None
@@ -701,15 +722,17 @@ def channel_scores(
 
     out = []
     if method == "LRP":
-        with lrp_copy(model, layer, images) as (work, next_leaf):
+        ctx = lrp_copy(model, layer, images)
+        with ctx as (work, next_leaf), _quiet_captum():
             lrp = LayerLRP(work, get_layer(work, next_leaf))
             for i in range(0, images.shape[0], batch_size):
                 x = images[i:i + batch_size].to(dev).detach().clone()
+                ctx.attach_rules()
                 r = lrp.attribute(x, target=targets[i:i + batch_size].to(dev), attribute_to_layer_input=True)
-                out.append(_channel_sum(r).cpu())
+                out.append(_channel_sum(r).detach().cpu())
         return torch.cat(out)
     cls = LayerConductance if method == "Conductance" else InternalInfluence
-    with model_state(model, train=False, requires_grad=False):
+    with model_state(model, train=False, requires_grad=False), _quiet_captum():
         algo = cls(model, get_layer(model, layer))
         for i in range(0, images.shape[0], batch_size):
             x = images[i:i + batch_size].to(dev).detach().clone()
@@ -836,6 +859,85 @@ def _predict_removed(model, images, layer, scores, n, ablation, batch_size, dev)
 
 
 # --------------------------------------------------------------------------------------------------
+# Summary tables
+# --------------------------------------------------------------------------------------------------
+
+
+def sanity_summary(cascade: pd.DataFrame, data: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per method: mean Spearman correlation (over images) after re-initialising the top group only, after the
+    whole cascade, and (if ``data`` is given) between the true-label and permuted-label models.
+
+    ``cascade`` from :func:`cascading_randomization`, ``data`` from :func:`data_randomization`.
+    """
+    last = int(cascade["step"].max())
+    g = cascade.groupby(["method", "step"], sort=False)[["spearman_abs", "spearman_signed"]].mean()
+    methods = list(dict.fromkeys(cascade["method"]))
+    out = pd.DataFrame({
+        "method": methods,
+        "cascade_top_abs": [g.loc[(m, 1), "spearman_abs"] for m in methods],
+        "cascade_all_abs": [g.loc[(m, last), "spearman_abs"] for m in methods],
+        "cascade_all_signed": [g.loc[(m, last), "spearman_signed"] for m in methods],
+        "seconds_per_map": [cascade[cascade.method == m]["seconds"].mean() for m in methods],
+    })
+    if data is not None:
+        d = data.groupby("method")[["spearman_abs", "spearman_signed"]].mean()
+        out["data_abs"] = [d.loc[m, "spearman_abs"] if m in d.index else np.nan for m in methods]
+        out["data_signed"] = [d.loc[m, "spearman_signed"] if m in d.index else np.nan for m in methods]
+    return out
+
+
+def removal_summary(removal: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per (layer, method) and number of channels removed (one column per N), the mean over N > 0, and
+    the rank of each method within its layer by that mean (1 = lowest accuracy, i.e. the most important channels).
+
+    ``removal`` from :func:`channel_removal_curve`.
+    """
+    wide = removal.pivot_table(index=["layer", "method"], columns="n_removed", values="accuracy", sort=False)
+    wide.columns = [f"N={n}" for n in wide.columns]
+    pos = [c for c in wide.columns if c != "N=0"]
+    wide["mean_N>0"] = wide[pos].mean(axis=1) if pos else np.nan
+    wide["rank"] = wide.groupby(level="layer")["mean_N>0"].rank(method="min").astype(int)
+    return wide.reset_index()
+
+
+def paper_comparison(cascade: pd.DataFrame | None = None, data: pd.DataFrame | None = None,
+                     removal: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The paper's claims about Fig. 7 and Fig. 9 beside our measured numbers, one row per (quantity, method).
+
+    The paper gives these results only as plots (no numbers in the text), so the ``paper`` column quotes its
+    claim. ``rank`` is each method's rank for that quantity (1 = lowest value, ties share the best rank; for
+    Fig. 9 the random ranking is not ranked, as in the paper). Data and models differ from the paper's
+    (ResNet-18 / VGG-16 on ImageNet there; zoo models on ConceptWorld or Fashion-MNIST here).
+    """
+    rows = []
+
+    def block(figure: str, quantity: str, paper: str, values: dict[str, float], exclude=("Random",)):
+        comp = {m: v for m, v in values.items() if m not in exclude and np.isfinite(v)}
+        for m, v in values.items():
+            rank = 1 + sum(w < v for w in comp.values()) if m in comp else None
+            rows.append({"figure": figure, "quantity": quantity, "method": m, "ours": float(v), "rank": rank,
+                         "paper": paper if m == "gAP" else "plotted only"})
+
+    if cascade is not None:
+        summ = sanity_summary(cascade, data).set_index("method")
+        claim = "low (plotted only); 'gAP obtains low correlation values'"
+        block("7a", "Spearman |map| after top group re-initialised", claim, summ["cascade_top_abs"].to_dict())
+        block("7a", "Spearman |map| after full cascade", claim, summ["cascade_all_abs"].to_dict())
+        block("7a", "Spearman signed map after full cascade", claim, summ["cascade_all_signed"].to_dict())
+    if data is not None:
+        d = data.groupby("method", sort=False)[["spearman_abs", "spearman_signed"]].mean()
+        claim = "low (plotted only); 'gAP is sensitive to the labeling of the data'"
+        block("7b", "Spearman |map|, true vs permuted labels", claim, d["spearman_abs"].to_dict())
+        block("7b", "Spearman signed map, true vs permuted labels", claim, d["spearman_signed"].to_dict())
+    if removal is not None:
+        summ = removal_summary(removal)
+        claim = "lower accuracy than Conductance, InternalInfluence, LRP (plotted only)"
+        for layer, g in summ.groupby("layer", sort=False):
+            block("9", f"mean accuracy over N>0 removed, {layer}", claim, dict(zip(g["method"], g["mean_N>0"])))
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------------------
 
@@ -891,7 +993,7 @@ def plot_data_randomization(df: pd.DataFrame, title: str | None = None):
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xticks(x, stats.index, rotation=20)
     ax.set_ylabel("rank correlation\n(true vs. permuted labels)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(title or "Data randomisation test")
     fig.tight_layout()
     return fig
@@ -957,8 +1059,9 @@ def plot_channel_removal(df: pd.DataFrame, title: str | None = None):
     fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers), 3.3), sharey=True, squeeze=False)
     for ax, layer in zip(axes[0], layers):
         for meth, g in df[df["layer"] == layer].groupby("method", sort=False):
-            ax.plot(g["n_removed"], g["accuracy"], "o-", color=_COLORS.get(meth), label=meth,
-                    lw=2 if meth == "gAP" else 1, ls="--" if meth == "Random" else "-")
+            ax.plot(g["n_removed"], g["accuracy"], marker="o", color=_COLORS.get(meth), label=meth,
+                    lw=3 if meth == "gAP" else 1, ls={"Random": "--", "LRP": ":"}.get(meth, "-"),
+                    ms=7 if meth == "gAP" else 4, zorder=1 if meth == "gAP" else 2)  # gAP and LRP may coincide
         ax.set_title(_short(layer))
         ax.set_xlabel("top-N channels removed")
         ax.grid(alpha=0.3)
