@@ -377,3 +377,22 @@ def test_figures_draw(vgg, images):
         assert fig.axes
         plt.close(fig)
     assert count_hooks(vgg) == 0
+
+
+def test_summaries_on_hand_tables():
+    from xailib.gap.baselines import paper_comparison, removal_summary, sanity_summary
+
+    removal = pd.DataFrame({"layer": ["s5"] * 6, "method": ["gAP", "gAP", "LRP", "LRP", "Random", "Random"],
+                            "n_removed": [0, 2] * 3, "accuracy": [1.0, 0.4, 1.0, 0.6, 1.0, 0.9]})
+    summ = removal_summary(removal)
+    assert summ["mean_N>0"].tolist() == [0.4, 0.6, 0.9] and summ["rank"].tolist() == [1, 2, 3]
+    cascade = pd.DataFrame({"step": [0, 0, 1, 1, 2, 2], "randomized": ["none", "none", "a", "a", "b", "b"],
+                            "method": ["gAP", "Gradient"] * 3, "image": 0, "seconds": 0.0,
+                            "spearman_abs": [1, 1, 0.5, 0.7, 0.1, 0.3], "spearman_signed": [1, 1, 0.2, 0.1, 0.0, 0.05]})
+    s = sanity_summary(cascade).set_index("method")
+    assert s.loc["gAP", "cascade_top_abs"] == 0.5 and s.loc["Gradient", "cascade_all_abs"] == 0.3
+    comp = paper_comparison(cascade=cascade, removal=removal)
+    ranks = comp.set_index(["quantity", "method"])["rank"]
+    assert ranks[("Spearman |map| after full cascade", "gAP")] == 1
+    assert ranks[("Spearman signed map after full cascade", "gAP")] == 1  # 0.0 < 0.05
+    assert pd.isna(ranks[("mean accuracy over N>0 removed, s5", "Random")])

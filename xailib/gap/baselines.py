@@ -934,7 +934,9 @@ def paper_comparison(cascade: pd.DataFrame | None = None, data: pd.DataFrame | N
         claim = "lower accuracy than Conductance, InternalInfluence, LRP (plotted only)"
         for layer, g in summ.groupby("layer", sort=False):
             block("9", f"mean accuracy over N>0 removed, {layer}", claim, dict(zip(g["method"], g["mean_N>0"])))
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=["figure", "quantity", "method", "ours", "rank", "paper"])
+    out["rank"] = out["rank"].astype("Int64")  # missing for the random ranking
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
