@@ -177,3 +177,17 @@ def test_model_state_restores_on_exception():
         with model_state(model, train=False, requires_grad=False):
             raise RuntimeError("inside")
     assert model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_replace_output_may_grow_the_batch_and_counts_calls():
+    model = OneConv()
+    # One image in, its conv output expanded into two copies: channel 0 kept in the first, channel 1 in the second.
+    masks = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(2, 2, 1, 1)
+    with replace_output(model, "conv", lambda a: a.expand(2, -1, -1, -1) * masks, same_shape=False) as rep:
+        scores = model(X)
+    # Positives of x: 1 + 3 = 4; positives of -x: 2 + 4 = 6.
+    assert scores.tolist() == [4.0, 6.0]
+    assert rep.calls == 1
+    with replace_output(model, "relu", lambda a: a) as rep:
+        pass
+    assert rep.calls == 0 and count_hooks(model) == 0

@@ -252,6 +252,14 @@ class replace_output:
         Dotted layer name.
     fn : callable
         Maps the layer output ``[B, ...]`` to a tensor of the same shape.
+    same_shape : bool
+        Check that ``fn`` keeps the shape (default). ``False`` lets the batch grow, e.g. one image's
+        activations ``[1, K, h, w]`` expanded into ``[K, K, h, w]`` ablated copies for the layers above.
+
+    Attributes
+    ----------
+    calls : int
+        How often the layer ran inside the block (0: the forward pass never reached it).
 
     Examples
     --------
@@ -260,17 +268,24 @@ class replace_output:
     ...     logits = model(x)
     """
 
-    def __init__(self, model: nn.Module, layer: str, fn: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(
+        self, model: nn.Module, layer: str, fn: Callable[[torch.Tensor], torch.Tensor], same_shape: bool = True
+    ):
         self.module = get_layer(model, layer)
         self.layer = layer
         if not callable(fn):
             raise TypeError("fn must be callable: it maps the layer's output tensor to a new tensor.")
         self.fn = fn
+        self.same_shape = same_shape
+        self.calls = 0
         self._handle = None
 
     def _hook(self, module, inputs, output):
+        self.calls += 1
         new = self.fn(output)
-        if not isinstance(new, torch.Tensor) or new.shape != output.shape:
+        if not isinstance(new, torch.Tensor):
+            raise TypeError(f"replace_output({self.layer!r}): fn must return a tensor, got {type(new).__name__}.")
+        if self.same_shape and new.shape != output.shape:
             raise ValueError(
                 f"replace_output({self.layer!r}): fn must return a tensor of shape {tuple(output.shape)}, "
                 f"got {getattr(new, 'shape', type(new).__name__)}."

@@ -389,31 +389,12 @@ def layer_outputs(
     return {n: rec[n] for n in layers}, logits
 
 
-class map_output:
-    """Replace ``layer``'s output by ``fn(output)`` for a block; unlike
-    :class:`xailib.layers.replace_output` the batch size may change (``[1, ...]`` -> ``[n, ...]``).
-
-    ``calls`` counts how often the layer ran (0 means the forward never reached it).
+def map_output(model: nn.Module, layer: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> replace_output:
+    """Replace ``layer``'s output by ``fn(output)`` for a block, letting the batch size change
+    (``[1, ...]`` -> ``[n, ...]``): :class:`xailib.layers.replace_output` with ``same_shape=False``.
+    Its ``calls`` counts how often the layer ran (0 means the forward never reached it).
     """
-
-    def __init__(self, model: nn.Module, layer: str, fn: Callable[[torch.Tensor], torch.Tensor]):
-        self.module = get_layer(model, layer)
-        self.fn = fn
-        self.calls = 0
-        self._handle = None
-
-    def _hook(self, module, inputs, output):
-        self.calls += 1
-        return self.fn(output)
-
-    def __enter__(self) -> map_output:
-        self._handle = self.module.register_forward_hook(self._hook)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+    return replace_output(model, layer, fn, same_shape=False)
 
 
 class _leaf_at:
