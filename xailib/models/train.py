@@ -16,9 +16,11 @@ shifts could change what a concept means); tested on the test split with n=2000.
 
 Determinism: seeds from :func:`xailib.utils.seed_everything`, explicit generators for shuffling and
 augmentation, ``torch.use_deterministic_algorithms(True)`` and a fixed thread count (``--threads``, default 1),
-so the same command on the same machine and torch build gives the same checkpoints. One thread is the default
-because it is the fastest here: on 2 cores shared with other jobs, 2 threads ran 3-7x slower than 1 (OpenMP
-threads wait on each other when one is descheduled); the convs are too small to gain from more threads.
+so the same command on the same machine and torch build gives the same checkpoints (``make models`` reproduced
+the sha256 of every checkpoint trained earlier with the same code). One thread per process, two processes (``--jobs 2``) keeps both cores of a 2-core machine
+busy without OpenMP threads waiting on each other: on an idle machine 2 threads make one process 1.4-1.8x faster
+(``benchmarks/results/models.md``), but on cores shared with other jobs 2 threads per process ran 3-7x slower
+than 1.
 """
 
 from __future__ import annotations
@@ -241,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="override the epochs of every recipe")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: for these small convs more threads cost more in "
-                        "synchronisation than they gain, and a shared machine slows them down many-fold)")
+                   help="torch CPU threads per process (default 1; with --jobs 2 that fills 2 cores, and it stays "
+                        "fast when the cores are shared with other jobs)")
     p.add_argument("--seed", type=int, default=0, help="added to every per-model seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.add_argument("--jobs", type=int, default=2,

@@ -84,7 +84,7 @@ WIDTHS: dict[tuple[str, str], tuple[int, ...]] = {
     ("alexnet", "conceptworld"): (16, 32, 48, 64, 64),
     ("vgg", "fashion-mnist"): (16, 32, 48, 48, 64),
     ("resnet", "fashion-mnist"): (16, 32, 48, 48, 64),
-    ("inception", "fashion-mnist"): (16, 32, 48, 64, 96),
+    ("inception", "fashion-mnist"): (16, 48, 64, 96, 128),
     ("alexnet", "fashion-mnist"): (32, 48, 64, 64, 96),
 }
 
