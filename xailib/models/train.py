@@ -17,10 +17,10 @@ shifts could change what a concept means); tested on the test split with n=2000.
 Determinism: seeds from :func:`xailib.utils.seed_everything`, explicit generators for shuffling and
 augmentation, ``torch.use_deterministic_algorithms(True)`` and a fixed thread count (``--threads``, default 1),
 so the same command on the same machine and torch build gives the same checkpoints (``make models`` reproduced
-the sha256 of every checkpoint trained earlier with the same code). One thread per process, two processes (``--jobs 2``) keeps both cores of a 2-core machine
-busy without OpenMP threads waiting on each other: on an idle machine 2 threads make one process 1.4-1.8x faster
-(``benchmarks/results/models.md``), but on cores shared with other jobs 2 threads per process ran 3-7x slower
-than 1.
+the sha256 of every checkpoint trained earlier with the same code). One thread per process and two processes
+(``--jobs 2``) keep both cores of a 2-core machine busy without OpenMP threads waiting on each other: on an
+idle machine 2 threads make one process 1.4-1.8x faster (``benchmarks/results/models.md``), but on cores shared
+with other jobs 2 threads per process ran 3-7x slower than 1.
 """
 
 from __future__ import annotations
