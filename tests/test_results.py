@@ -100,9 +100,9 @@ def test_sidecar_records_provenance(tmp_path):
     paths = run.save_figure(fig, "fig06_sorted_contributions", caption="Fig. 6")
     plt.close(fig)
     meta = json.loads(paths["json"].read_text())
-    assert meta["name"] == "fig06_sorted_contributions" and meta["kind"] == "figure"
-    assert meta["files"] == ["fig06_sorted_contributions.png", "fig06_sorted_contributions.pdf"]
-    assert meta["caption"] == "Fig. 6"
+    assert meta["name"] == "fig06_sorted_contributions" and list(meta["outputs"]) == ["figure"]
+    assert meta["outputs"]["figure"]["files"] == ["fig06_sorted_contributions.png", "fig06_sorted_contributions.pdf"]
+    assert meta["outputs"]["figure"]["caption"] == "Fig. 6"
     assert meta["paper"] == "toy" and meta["notebook"] == "01_toy"
     assert meta["profile"] == "smoke" and meta["seed"] == 0
     assert meta["parameters"] == {"profile": "smoke", "device": "cpu", "seed": 0, "extra_knob": 0.5}
@@ -163,3 +163,16 @@ def test_bad_arguments_raise_actionable_errors(tmp_path):
     plt.close(fig)
     with pytest.raises(ValueError, match="paper"):
         Run("../gap", "nb", {}, tmp_path)
+
+
+def test_figure_and_table_of_one_name_share_a_sidecar_without_losing_either(tmp_path):
+    run = make_run(tmp_path)
+    fig = small_figure()
+    run.save_figure(fig, "fig06b_counts", caption="the plot")
+    plt.close(fig)
+    paths = run.save_table(small_table(), "fig06b_counts", caption="its data", wall_clock=True)
+    meta = json.loads(paths["json"].read_text())
+    assert meta["outputs"]["figure"]["caption"] == "the plot"
+    assert meta["outputs"]["table"]["caption"] == "its data" and meta["outputs"]["table"]["wall_clock"] is True
+    assert meta["outputs"]["table"]["files"] == ["fig06b_counts.csv", "fig06b_counts.md"]
+    assert run.written.count(paths["json"]) == 1

@@ -304,7 +304,7 @@ class Run:
         return paths
 
     def save_table(self, df, name: str, *, float_format: str | None = "%.4f", index: bool | None = None,
-                   na_rep: str = "", caption: str | None = None) -> dict[str, Path]:
+                   na_rep: str = "", caption: str | None = None, wall_clock: bool = False) -> dict[str, Path]:
         """Save a pandas DataFrame as ``<out_dir>/<name>.csv`` and ``.md`` plus a ``<name>.json`` sidecar.
 
         Parameters
@@ -322,6 +322,10 @@ class Run:
             Text for missing values.
         caption : str, optional
             Recorded in the sidecar.
+        wall_clock : bool
+            The table holds measured wall-clock times, which differ from run to run. Recorded in the sidecar
+            (``"wall_clock": true``); every table saved without it is byte-identical for the same seed and
+            profile, so keep timings in tables of their own.
 
         Returns
         -------
@@ -354,7 +358,7 @@ class Run:
         paths["json"] = self._write_sidecar(
             name, "table", paths,
             {"float_format": float_format, "shape": list(df.shape), "columns": [str(c) for c in df.columns],
-             "caption": caption},
+             "caption": caption, "wall_clock": bool(wall_clock)},
         )
         return paths
 
@@ -374,12 +378,20 @@ class Run:
         }
 
     def _write_sidecar(self, name: str, kind: str, paths: Mapping[str, Path], extra: Mapping[str, Any]) -> Path:
-        record = {"name": name, "kind": kind, "files": [p.name for p in paths.values()]}
-        record.update(extra)
-        record.update(self.sidecar())
+        """Write ``<name>.json``: ``{"name", "outputs": {kind: {"files", ...extra}}, ...provenance}``.
+
+        A figure and a table saved under one name in the same run (a plot and its data) share the sidecar:
+        each keeps its own entry under ``outputs``.
+        """
         path = self.out_dir / f"{name}.json"
+        outputs: dict[str, Any] = {}
+        if path in self.written:
+            outputs = json.loads(path.read_text(encoding="utf-8")).get("outputs", {})
+        outputs[kind] = {"files": [p.name for p in paths.values()], **extra}
+        record = {"name": name, "outputs": outputs}
+        record.update(self.sidecar())
         path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", encoding="utf-8", newline="\n")
-        self.written.extend([*paths.values(), path])
+        self.written.extend([p for p in (*paths.values(), path) if p not in self.written])
         return path
 
 
