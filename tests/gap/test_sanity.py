@@ -225,3 +225,10 @@ def test_paper_comparison_puts_each_paper_number_beside_ours():
     fig8 = df[df["item"] == "Fig. 8 surrogate accuracy minus full accuracy, top-16"]
     assert fig8["ours"].item() == pytest.approx(-0.1)
     assert len(df) == 20 + 4 + 2 + 2  # one model: 4 strategies x 5 pairs, timing, Fig. 6(b), Fig. 8
+    # Without timings the table holds only what is byte-identical from run to run; the timing rows stand alone.
+    from xailib.gap.sanity import paper_timing_comparison
+
+    untimed = paper_comparison(table1, None, counts, surrogate)
+    assert len(untimed) == 20 + 2 + 2 and not untimed["item"].str.contains("time|speed-up").any()
+    timed = paper_timing_comparison(timing)
+    assert timed["ours"].tolist() == [2.0, 100.0, 50.0, 1.5]
