@@ -8,7 +8,7 @@ import pandas as pd
 
 from xailib.utils import resolve_device
 
-__all__ = ["zoo_accuracy_table"]
+__all__ = ["zoo_accuracy_table", "folder_accuracy_table"]
 
 
 def zoo_accuracy_table(
@@ -71,3 +71,56 @@ def zoo_accuracy_table(
             }
         )
     return pd.DataFrame(rows)
+
+
+def folder_accuracy_table(
+    model_name: str,
+    weights: str | None,
+    folder,
+    device: str = "auto",
+    batch_size: int = 32,
+) -> pd.DataFrame:
+    """Top-1 accuracy of a (torchvision) classifier on an ImageNet-layout folder: the real-scale path.
+
+    Parameters
+    ----------
+    model_name : str
+        A name :func:`xailib.models.load_model` accepts, e.g. ``"resnet50"`` or ``"vgg16"``.
+    weights : str or None
+        A torchvision weights name already in the torch cache (e.g. ``"IMAGENET1K_V2"``); None: random init.
+    folder : xailib.data.imagenet.ImageFolderDataset
+        From ``load_dataset("imagenet-folder", root=...)``. Labels are the sorted sub-folder indices, which
+        match the model's outputs only when the folder holds every class of the model (ImageNet's 1000 wnids);
+        the column ``label_space_matches`` says whether it does.
+    device : str
+    batch_size : int
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row: model, weights, images, folder_classes, model_outputs, label_space_matches, accuracy.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from xailib.layers import model_state
+    from xailib.models import load_model
+
+    dev = resolve_device(device)
+    model = load_model(model_name, device=dev, weights=weights)
+    correct, seen, n_out = 0, 0, None
+    with model_state(model, train=False), torch.no_grad():
+        for images, labels in DataLoader(folder, batch_size=batch_size, shuffle=False, num_workers=0):
+            logits = model(images.to(dev))  # [B, n_out]
+            n_out = logits.shape[1]
+            correct += int((logits.argmax(1).cpu() == labels).sum())
+            seen += int(labels.numel())
+    return pd.DataFrame([{
+        "model": model_name,
+        "weights": weights or "random init",
+        "images": seen,
+        "folder_classes": len(folder.class_names),
+        "model_outputs": n_out,
+        "label_space_matches": len(folder.class_names) == n_out,
+        "accuracy": correct / max(seen, 1),
+    }])
