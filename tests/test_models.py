@@ -285,3 +285,13 @@ def test_shipped_checkpoint_accuracy(name, tmp_path):
     # the copy is byte-identical, so the hash check passes on it too
     shutil.copy(ckpt.CHECKPOINT_DIR / f"{name}.pt", tmp_path / "copy.pt")
     assert ckpt.sha256_file(tmp_path / "copy.pt") == ckpt.read_manifest()["models"][name]["sha256"]
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 28, 28), (3, 64, 64), (1, 3, 32, 32)])
+def test_wrong_image_shape_is_one_actionable_line(shape):
+    model = build_model("vgg", "conceptworld")
+    with pytest.raises(ValueError) as info:
+        model(torch.rand(*shape))
+    message = str(info.value)
+    assert "\n" not in message and str(shape) in message
+    assert "x.unsqueeze(0)" in message or "resize the images" in message

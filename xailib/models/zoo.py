@@ -261,7 +261,12 @@ class ZooNet(nn.Module):
         return f"{self.arch}-{self.dataset}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``[B, C, H, W]`` in [0, 1] -> logits ``[B, n_classes]``."""
+        """Images ``[B, C, H, W]`` in [0, 1] -> logits ``[B, n_classes]``; ``(C, H, W)`` must be ``input_shape``."""
+        if x.dim() == 4 and tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ValueError(
+                f"{self.name} expects images [B, {', '.join(map(str, self.input_shape))}] (its training size), got "
+                f"{tuple(x.shape)}; resize the images or load the zoo model of their data set."
+            )
         return self.head(self.features(self.normalize(x)))
 
     def _stage_index(self, name: str, what: str) -> int:
