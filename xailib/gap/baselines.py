@@ -152,9 +152,20 @@ def _targets(model: nn.Module, images: torch.Tensor, targets) -> torch.Tensor:
     if t.dim() != 1 or t.is_floating_point() or t.dtype == torch.bool or t.shape[0] != images.shape[0]:
         raise ValueError(f"targets must be one class index per image ([{images.shape[0]}] ints) or None for the "
                          f"predicted classes; got {tuple(t.shape)} {t.dtype}.")
-    if bool((t < 0).any()):
-        raise ValueError(f"Class indices must be non-negative, got {t.tolist()}.")
+    n_classes = _n_classes(model, images)
+    if bool((t < 0).any()) or bool((t >= n_classes).any()):
+        raise ValueError(f"Class indices must be in 0..{n_classes - 1} (the model has {n_classes} classes), "
+                         f"got {t.tolist()}.")
     return t.long().cpu()
+
+
+def _n_classes(model: nn.Module, images: torch.Tensor) -> int:
+    """Number of model outputs: ``len(model.class_names)`` when the model names its classes, else one forward."""
+    names = getattr(model, "class_names", None)
+    if names:
+        return len(names)
+    with model_state(model, train=False), torch.no_grad():
+        return int(model(images[:1].to(_device(model))).shape[1])
 
 
 # --------------------------------------------------------------------------------------------------
