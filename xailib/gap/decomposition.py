@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xailib.layers import check_layers, model_state
+from xailib.models import stage_layers
 from xailib.gap.module import (
     DEFAULT_MAX_BATCH_BYTES,
     GAP,
@@ -314,15 +315,7 @@ def _check_common(model, image, layers, top_n, strategy, nms_iou, mask_threshold
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     image = check_images(image, one=True, what="image")
-    if layers is None:
-        layers = getattr(model, "stage_names", None)
-        if layers is None:
-            raise ValueError(
-                f"{type(model).__name__} has no `stage_names`; pass layers=[...] explicitly: the last conv layer "
-                "(or block) of each stage, low -> high, e.g. for torchvision's vgg16 "
-                "['features.3', 'features.8', 'features.15', 'features.22', 'features.29']."
-            )
-    layers = check_layers(model, list(layers))
+    layers = check_layers(model, stage_layers(model) if layers is None else list(layers))
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers must be distinct, got {layers}.")
     if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n <= 0:

@@ -57,6 +57,7 @@ from xailib.gap.module import (
     peak_positions,
 )
 from xailib.layers import check_layers, model_state
+from xailib.models import stage_layers
 
 __all__ = [
     "DecisionLevel",
@@ -105,13 +106,8 @@ def _check_model(model) -> nn.Module:
 def _check_layers(model: nn.Module, layers, default_last: int | None = None) -> list[str]:
     """Layer names low -> high; ``None`` = ``model.stage_names`` (its last ``default_last`` if given)."""
     if layers is None:
-        stages = getattr(model, "stage_names", None)
-        if stages is None:
-            raise ValueError(
-                f"{type(model).__name__} has no `stage_names`; pass layers=[...] explicitly (the last conv layer "
-                "or block of each stage, low -> high; see xailib.layers.named_layers(model))."
-            )
-        layers = list(stages) if default_last is None else list(stages)[-default_last:]
+        stages = stage_layers(model)
+        layers = stages if default_last is None else stages[-default_last:]
     if isinstance(layers, str):
         layers = [layers]
     layers = check_layers(model, list(layers))

@@ -40,6 +40,7 @@ from xailib.gap.decomposition import DEFAULT_MASK_THRESHOLD, OUTPUT, Decompositi
 from xailib.gap.guided import guided_backprop, guided_to_rgb
 from xailib.gap.module import GAP, Neuron, _check_strategy, _model_device, check_images
 from xailib.layers import check_layers, model_state
+from xailib.models import stage_layers
 
 __all__ = [
     "ExplorerState",
@@ -167,15 +168,7 @@ class ExplorerState:
             if len(labels) != self.n_images:
                 raise ValueError(f"Got {len(labels)} labels for {self.n_images} images; give one per image.")
         self.labels = labels
-        if layers is None:
-            layers = getattr(model, "stage_names", None)
-            if layers is None:
-                raise ValueError(
-                    f"{type(model).__name__} has no `stage_names`; pass layers=[...]: the last conv layer (or "
-                    "block) of each stage, low -> high, e.g. for torchvision's vgg16 "
-                    "['features.3', 'features.8', 'features.15', 'features.22', 'features.29']."
-                )
-        self.layers = check_layers(model, list(layers))
+        self.layers = check_layers(model, stage_layers(model) if layers is None else list(layers))
         if len(set(self.layers)) != len(self.layers):
             raise ValueError(f"layers must be distinct, got {self.layers}.")
         self.strategy = _check_strategy(strategy)

@@ -117,8 +117,10 @@ def stage_layers(model: nn.Module) -> list[str]:
     names = getattr(model, "stage_names", None)
     if not names:
         raise ValueError(
-            f"{type(model).__name__} has no stage names: load it with xailib.models.load_model (zoo models, "
-            "vgg*, resnet*, googlenet, alexnet) or pass layer names explicitly (xailib.layers.named_layers(model))."
+            f"{type(model).__name__} has no `stage_names`; pass layers=[...] explicitly: the last conv layer (or "
+            "block) of each stage, low -> high, e.g. for torchvision's vgg16 ['features.3', 'features.8', "
+            "'features.15', 'features.22', 'features.29'] (see xailib.layers.named_layers(model)), or load the "
+            "model with xailib.models.load_model (zoo models, vgg*, resnet*, googlenet, alexnet)."
         )
     return list(names)
 
