@@ -172,7 +172,7 @@ def test_torchvision_weights_not_cached(monkeypatch, tmp_path):
 
 
 def test_stage_layers_without_mapping():
-    with pytest.raises(ValueError, match="pass layer names explicitly"):
+    with pytest.raises(ValueError, match=r"no `stage_names`; pass layers=\[...\] explicitly"):
         stage_layers(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="pass the layer name explicitly"):
         dense_layer(torch.nn.Linear(2, 2))
