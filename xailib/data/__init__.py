@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import torch
 from torch.utils.data import Dataset
 
-__all__ = ["DATASETS", "load_dataset", "dataset_info", "DatasetInfo"]
+__all__ = ["DATASETS", "load_dataset", "dataset_info", "DatasetInfo", "InMemory", "in_memory"]
 
 #: Names accepted by :func:`load_dataset`.
 DATASETS: tuple[str, ...] = ("conceptworld", "fashion-mnist", "imagenet-folder")
@@ -128,3 +129,39 @@ def dataset_info(name: str, *, root: str | os.PathLike | None = None, size: int 
 
     classes = tuple(sorted(d.name for d in Path(root).iterdir() if d.is_dir() and not d.name.startswith(".")))
     return DatasetInfo(name, (3, 224, 224), classes, len(classes))
+
+
+class InMemory(Dataset):
+    """A dataset held as tensors: ``images [N, C, H, W]`` (float in [0, 1]), ``labels [N]``, ``class_names``.
+
+    Made by :func:`in_memory` from a dataset that reads its images lazily (an image folder), for code that
+    needs the ``.images``/``.labels`` tensors the in-memory datasets have.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names):
+        if images.dim() != 4 or labels.shape != (images.shape[0],):
+            raise ValueError(f"images must be [N, C, H, W] and labels [N]; got {tuple(images.shape)} and "
+                             f"{tuple(labels.shape)}.")
+        self.images, self.labels, self.class_names = images, labels, list(class_names)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i: int):
+        return self.images[i], int(self.labels[i])
+
+
+def in_memory(dataset) -> Dataset:
+    """``dataset`` itself when it already holds ``.images``/``.labels`` tensors, else an :class:`InMemory` copy.
+
+    Loads every image of a lazy dataset: take a subset first (``load_dataset(..., n=...)``) for large folders.
+    """
+    images, labels = getattr(dataset, "images", None), getattr(dataset, "labels", None)
+    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
+        return dataset
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty; nothing to load into memory.")
+    items = [dataset[i] for i in range(len(dataset))]
+    return InMemory(torch.stack([torch.as_tensor(x, dtype=torch.float32) for x, _ in items]),
+                    torch.tensor([int(y) for _, y in items], dtype=torch.int64),
+                    getattr(dataset, "class_names", []))

@@ -117,6 +117,11 @@ class TorchvisionClassifier(nn.Module):
         self.input_shape = (3, 224, 224)
         self.stage_names, self.dense_name = _stage_names(name, net)
 
+    @property
+    def name(self) -> str:
+        """``"<arch>"`` or ``"<arch>:<weights>"``, as zoo models have ``"<arch>-<dataset>"``."""
+        return f"{self.arch}:{self.weights}" if self.weights else self.arch
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, 3, H, W]`` in [0, 1] -> logits ``[B, 1000]`` (auxiliary outputs dropped)."""
         self._net.training = self.training  # model_state may have set flags module by module

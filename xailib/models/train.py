@@ -110,12 +110,10 @@ def _load(dataset: str, recipe: dict):
 
 
 def _as_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
-    images = getattr(ds, "images", None)
-    labels = getattr(ds, "labels", None)
-    if images is None or labels is None:
-        images = torch.stack([ds[i][0] for i in range(len(ds))])
-        labels = torch.tensor([int(ds[i][1]) for i in range(len(ds))])
-    return torch.as_tensor(images, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.int64)
+    from xailib.data import in_memory
+
+    ds = in_memory(ds)
+    return torch.as_tensor(ds.images, dtype=torch.float32), torch.as_tensor(ds.labels, dtype=torch.int64)
 
 
 def model_seed(name: str, base: int = 0) -> int:
