@@ -4,6 +4,7 @@ architecture with random weights, through the same runner and notebook as the de
 import json
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -51,3 +52,33 @@ def test_notebook_00_runs_on_a_standin_imagenet_folder(standin_folder, tmp_path)
     meta = json.loads((folder / "imagenet_accuracy.json").read_text())
     assert meta["parameters"]["imagenet_root"] == str(standin_folder)
     assert any(str(p).endswith("imagenet_accuracy.csv") for p in written["data_and_models"])
+
+
+def test_torchvision_models_are_named_like_zoo_models():
+    from xailib.models import load_model
+
+    assert load_model("resnet18", device="cpu").name == "resnet18"
+    assert load_model("vgg-conceptworld", device="cpu").name == "vgg-conceptworld"
+
+
+def test_in_memory_loads_a_lazy_folder_and_keeps_tensor_datasets(standin_folder):
+    from xailib.data import in_memory
+
+    folder = load_dataset("imagenet-folder", root=standin_folder, n=5, seed=1)
+    held = in_memory(folder)
+    assert held.images.shape == (5, 3, 224, 224) and held.labels.tolist() == folder.labels.tolist()
+    assert torch.equal(held.images[2], folder[2][0]) and held.class_names == WNIDS
+    cw = load_dataset("conceptworld", "test", n=4)
+    assert in_memory(cw) is cw
+
+
+@pytest.mark.slow
+def test_explorer_notebook_runs_a_torchvision_model_on_a_standin_folder(standin_folder, tmp_path):
+    out = tmp_path / "out"
+    reproduce(only="gap/03_explorer", profile="smoke", device="cpu", progress=False,
+              params={"model": "resnet18", "data_root": str(standin_folder)},
+              notebooks_dir=repo_root() / "notebooks", figures_dir=out / "figures", build_dir=out / "build")
+    folder = out / "figures" / "gap"
+    assert (folder / "fig05_explorer_walk.png").exists()
+    meta = json.loads((folder / "fig05_explorer_walk.json").read_text())
+    assert meta["parameters"]["model"] == "resnet18" and meta["parameters"]["data_root"] == str(standin_folder)
