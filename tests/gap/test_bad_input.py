@@ -218,3 +218,24 @@ def test_reused_module_as_lower_layer_and_non_tensor_output():
     with pytest.raises(ValueError, match="not below"):
         GAP(model).attribute(x, target=Neuron("conv1", 0, 0, 0), layer="fc")
     assert count_hooks(model) == 0
+
+
+def test_every_layer_list_is_checked_by_one_rule():
+    """decompose, the explorer and the diagnosis functions share check_stage_layers: same errors everywhere."""
+    from xailib.gap.decomposition import check_stage_layers
+    from xailib.gap.diagnosis import decompose_images
+    from xailib.gap.explorer import ExplorerState
+
+    model, x = make(TinyVGG), image()
+    assert check_stage_layers(model) == ["stages.stage1", "stages.stage2", "stages.stage3"]
+    assert check_stage_layers(model, "stages.stage2") == ["stages.stage2"]
+    for bad, message in ((["stages.stage2", "stages.stage2"], "distinct"),
+                         (["stages.stage3", "stages.stage1"], "low -> high"),
+                         (["stages.stage9"], "Invalid layer")):
+        with pytest.raises(ValueError, match=message):
+            decompose(model, x, layers=bad)
+        with pytest.raises(ValueError, match=message):
+            ExplorerState(model, x, layers=bad)
+        with pytest.raises(ValueError, match=message):
+            decompose_images(model, x, layers=bad)
+    assert count_hooks(model) == 0

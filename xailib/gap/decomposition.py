@@ -315,9 +315,7 @@ def _check_common(model, image, layers, top_n, strategy, nms_iou, mask_threshold
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     image = check_images(image, one=True, what="image")
-    layers = check_layers(model, stage_layers(model) if layers is None else list(layers))
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"layers must be distinct, got {layers}.")
+    layers = check_stage_layers(model, layers)
     if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n <= 0:
         raise ValueError(f"top_n must be a positive int (the paper uses N = 3), got {top_n!r}.")
     strategy = _check_strategy(strategy)
@@ -325,12 +323,28 @@ def _check_common(model, image, layers, top_n, strategy, nms_iou, mask_threshold
         raise ValueError(f"nms_iou must be in [0, 1] (the paper uses 0.9) or None, got {nms_iou!r}.")
     if not (0.0 <= float(mask_threshold) < 1.0):
         raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}.")
-    stages = getattr(model, "stage_names", None)
-    if stages is not None and all(name in stages for name in layers):
-        idx = [list(stages).index(name) for name in layers]
-        if idx != sorted(idx):
-            raise ValueError(f"layers must go low -> high (as in model.stage_names {list(stages)}), got {layers}.")
     return image.to(_model_device(model)), layers, strategy
+
+
+def check_stage_layers(model: nn.Module, layers=None) -> list[str]:
+    """The layers of a decomposition, low -> high: ``None`` = ``model.stage_names``; a str = one layer.
+
+    Raises ValueError for an unknown name (listing the valid ones), a repeated layer, or layers of
+    ``model.stage_names`` given out of order.
+    """
+    if layers is None:
+        layers = stage_layers(model)
+    elif isinstance(layers, str):
+        layers = [layers]
+    layers = check_layers(model, list(layers))
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers must be distinct, got {layers}.")
+    stages = list(getattr(model, "stage_names", None) or [])
+    if stages and all(name in stages for name in layers):
+        idx = [stages.index(name) for name in layers]
+        if idx != sorted(idx):
+            raise ValueError(f"layers must go low -> high (as in model.stage_names {stages}), got {layers}.")
+    return layers
 
 
 def _check_target(target, n_classes: int) -> int:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from xailib.gap.decomposition import DEFAULT_MASK_THRESHOLD, select_channels
+from xailib.gap.decomposition import DEFAULT_MASK_THRESHOLD, check_stage_layers, select_channels
 from xailib.gap.module import (
     DEFAULT_MAX_BATCH_BYTES,
     _check_strategy,
@@ -56,7 +56,7 @@ from xailib.gap.module import (
     layer_outputs,
     peak_positions,
 )
-from xailib.layers import check_layers, model_state
+from xailib.layers import model_state
 from xailib.models import stage_layers
 
 __all__ = [
@@ -105,20 +105,9 @@ def _check_model(model) -> nn.Module:
 
 def _check_layers(model: nn.Module, layers, default_last: int | None = None) -> list[str]:
     """Layer names low -> high; ``None`` = ``model.stage_names`` (its last ``default_last`` if given)."""
-    if layers is None:
-        stages = stage_layers(model)
-        layers = stages if default_last is None else stages[-default_last:]
-    if isinstance(layers, str):
-        layers = [layers]
-    layers = check_layers(model, list(layers))
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"layers must be distinct, got {layers}.")
-    stages = getattr(model, "stage_names", None)
-    if stages is not None and all(n in stages for n in layers):
-        idx = [list(stages).index(n) for n in layers]
-        if idx != sorted(idx):
-            raise ValueError(f"layers must go low -> high (as in model.stage_names {list(stages)}), got {layers}.")
-    return layers
+    if layers is None and default_last is not None:
+        layers = stage_layers(model)[-default_last:]
+    return check_stage_layers(model, layers)
 
 
 def _check_positive_int(value, name: str, hint: str = "") -> int:

@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from xailib.gap.decomposition import DEFAULT_MASK_THRESHOLD, OUTPUT, DecompositionNode, select_channels
+from xailib.gap.decomposition import (DEFAULT_MASK_THRESHOLD, OUTPUT, DecompositionNode, check_stage_layers,
+                                      select_channels)
 from xailib.gap.guided import guided_backprop, guided_to_rgb
 from xailib.gap.module import GAP, Neuron, _check_strategy, _model_device, check_images
-from xailib.layers import check_layers, model_state
-from xailib.models import stage_layers
+from xailib.layers import model_state
 
 __all__ = [
     "ExplorerState",
@@ -168,9 +168,7 @@ class ExplorerState:
             if len(labels) != self.n_images:
                 raise ValueError(f"Got {len(labels)} labels for {self.n_images} images; give one per image.")
         self.labels = labels
-        self.layers = check_layers(model, stage_layers(model) if layers is None else list(layers))
-        if len(set(self.layers)) != len(self.layers):
-            raise ValueError(f"layers must be distinct, got {self.layers}.")
+        self.layers = check_stage_layers(model, layers)
         self.strategy = _check_strategy(strategy)
         if nms_iou is not None and not 0.0 <= float(nms_iou) <= 1.0:
             raise ValueError(f"nms_iou must be in [0, 1] (the paper uses 0.9) or None, got {nms_iou!r}.")
