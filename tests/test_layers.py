@@ -62,7 +62,12 @@ def test_named_layers_and_unknown_name_lists_valid_names():
     assert get_layer(model, "bn") is model.bn
     with pytest.raises(ValueError, match=r"Invalid layer 'bnn'.*Did you mean 'bn'.*conv, bn, relu, head"):
         get_layer(model, "bnn")
-    with pytest.raises(TypeError, match="dotted strings"):
+    # anything but a dotted string gets the same fix-it error as an unknown name (an int used to give a bare
+    # "'int' object is not iterable")
+    for bad in (3, None, [3], ["conv", None]):
+        with pytest.raises(ValueError, match=r"Invalid layer .*dotted strings.*Valid names.*conv, bn, relu, head"):
+            check_layers(model, bad)
+    with pytest.raises(ValueError, match=r"Invalid layer 3 \(an int; layers are dotted strings"):
         get_layer(model, 3)
     with pytest.raises(ValueError, match="at least one layer"):
         check_layers(model, [])

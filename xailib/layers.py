@@ -11,16 +11,25 @@ also when the block raises (the captum pattern).
   in-place ReLU after the layer cannot overwrite the recorded tensor, while gradients still flow
   through the recorded tensor. Reused modules are recorded once per call.
 * :class:`replace_output` -- substitutes a layer's output by ``fn(output)`` for a block (ablations).
+* :func:`map_output` -- the same, letting the batch size change (one image's map -> ``n`` ablated copies).
+* :class:`stop_after` -- end the forward pass right after a layer (the layers above are never run).
+* :class:`leaf_at` -- replace a layer's output by a fresh leaf tensor, so no graph is built below it and
+  gradients with respect to that layer are ``torch.autograd.grad(score, leaf)``.
+* :class:`SavedBytes` -- count the bytes autograd saves for backward inside a block (chunk sizing).
 * :func:`count_hooks` -- how many hooks are registered on a model (tests use it: zero after any call).
+
+Validation of layer names lives in :mod:`xailib.checks` (:func:`~xailib.checks.check_layer`); it is
+re-exported here as :func:`check_layers` for callers of the hooks.
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+
+from xailib.checks import check_layer, check_layers, check_model
 
 __all__ = [
     "named_layers",
@@ -29,26 +38,18 @@ __all__ = [
     "model_state",
     "capture",
     "replace_output",
+    "map_output",
+    "stop_after",
+    "leaf_at",
+    "SavedBytes",
     "count_hooks",
 ]
 
 
 def named_layers(model: nn.Module) -> dict[str, nn.Module]:
     """All sub-modules of ``model`` by dotted name (``"features.stage3.conv2"``), the root excluded."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    check_model(model)
     return {name: module for name, module in model.named_modules() if name}
-
-
-def _unknown_layer_message(model: nn.Module, name: object) -> str:
-    names = list(named_layers(model))
-    close = difflib.get_close_matches(str(name), names, n=3)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    shown = ", ".join(names[:60]) + (f", ... ({len(names)} in all)" if len(names) > 60 else "")
-    return (
-        f"Invalid layer {name!r} for {type(model).__name__}.{hint} "
-        f"Valid names (from xailib.layers.named_layers(model)): {shown}"
-    )
 
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
@@ -57,24 +58,10 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     Raises
     ------
     ValueError
-        If no sub-module has that name; the message lists the valid names.
+        If no sub-module has that name, or ``name`` is not a string; the message lists the valid names
+        (:func:`xailib.checks.check_layer`).
     """
-    if not isinstance(name, str):
-        raise TypeError(f"Layer names are dotted strings such as 'features.stage1', got {name!r}.")
-    layers = named_layers(model)
-    if name not in layers:
-        raise ValueError(_unknown_layer_message(model, name))
-    return layers[name]
-
-
-def check_layers(model: nn.Module, names: str | Iterable[str]) -> list[str]:
-    """Validate one name or a list of names; return them as a list (raises like :func:`get_layer`)."""
-    names = [names] if isinstance(names, str) else list(names)
-    if not names:
-        raise ValueError("Give at least one layer name; see xailib.layers.named_layers(model).")
-    for n in names:
-        get_layer(model, n)
-    return names
+    return dict(model.named_modules())[check_layer(model, name)]
 
 
 def count_hooks(model: nn.Module) -> int:
@@ -105,9 +92,7 @@ class model_state:
     """
 
     def __init__(self, model: nn.Module, train: bool | None = False, requires_grad: bool | None = None):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-        self.model = model
+        self.model = check_model(model)
         self.train = train
         self.requires_grad = requires_grad
         self._modes: list[tuple[nn.Module, bool]] = []
@@ -300,3 +285,132 @@ class replace_output:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+
+
+def map_output(model: nn.Module, layer: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> replace_output:
+    """Replace ``layer``'s output by ``fn(output)`` for a block, letting the batch size change.
+
+    :class:`replace_output` with ``same_shape=False``: ``fn`` may map ``[1, ...]`` to ``[n, ...]`` (one
+    image's activations to ``n`` ablated copies for the layers above). Its ``calls`` counts how often the
+    layer ran (0 means the forward never reached it).
+    """
+    return replace_output(model, layer, fn, same_shape=False)
+
+
+class StopForward(Exception):
+    """Raised by :class:`stop_after` to end a forward pass once the needed layer has run."""
+
+
+class stop_after:
+    """End the forward pass right after ``layer`` has run, for the duration of a block.
+
+    Wrap the model call in :meth:`run`; the layers after ``layer`` are then never computed. With
+    ``layer=None`` nothing is changed. Hooks registered earlier on the same module (e.g. by
+    :class:`capture`) run before the stop.
+
+    Examples
+    --------
+    >>> with capture(model, "stage2", detach=True) as rec, stop_after(model, "stage2") as stop:
+    ...     stop.run(x)
+    """
+
+    def __init__(self, model: nn.Module, layer: str | None):
+        self.model = model
+        self.module = None if layer is None else get_layer(model, layer)
+        self._handle = None
+
+    @staticmethod
+    def _hook(module, inputs, output):
+        raise StopForward
+
+    def __enter__(self) -> stop_after:
+        if self.module is not None:
+            self._handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def run(self, *args, **kwargs):
+        """``model(*args, **kwargs)``; returns its output, or ``None`` when stopped early."""
+        try:
+            return self.model(*args, **kwargs)
+        except StopForward:
+            return None
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+class leaf_at:
+    """Replace ``layer``'s output by a fresh leaf tensor (optionally expanded to ``rows`` rows) for a block.
+
+    Entering yields the list of leaves made, one per call of the layer (``[B, ...]``, or
+    ``[rows, ...]`` when ``rows`` is given and the layer ran on one image). Downstream modules get a
+    clone, so in-place operations after the layer leave the leaf intact; no graph is built below the
+    layer.
+
+    Examples
+    --------
+    >>> with leaf_at(model, "features.stage4") as leaves:
+    ...     score = model(x)[0, 3]
+    >>> g, = torch.autograd.grad(score, leaves[0])        # d score / d stage-4 features
+    """
+
+    def __init__(self, model: nn.Module, layer: str, rows: int | None = None):
+        self.module = get_layer(model, layer)
+        self.rows = rows
+        self.leaves: list[torch.Tensor] = []
+        self._handle = None
+
+    def _hook(self, module, inputs, output):
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"{type(module).__name__} returns {type(output).__name__}, not a tensor; choose a "
+                            "layer whose output is one tensor (a conv, a ReLU, a block).")
+        src = output.detach()
+        if self.rows is not None:
+            src = src.expand(self.rows, *src.shape[1:])
+        leaf = src.clone().requires_grad_(True)
+        self.leaves.append(leaf)
+        return leaf.clone()
+
+    def __enter__(self) -> list[torch.Tensor]:
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self.leaves
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+class SavedBytes:
+    """Count the bytes autograd saves for backward (parameters excluded) inside a block.
+
+    Attributes
+    ----------
+    bytes : int
+        Bytes of the tensors saved for backward so far.
+
+    Examples
+    --------
+    >>> with SavedBytes(model) as meter:
+    ...     loss = model(x).sum()
+    >>> meter.bytes
+    """
+
+    def __init__(self, model: nn.Module):
+        self.param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self.bytes = 0
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, t: torch.Tensor):
+        if t.untyped_storage().data_ptr() not in self.param_ptrs:
+            self.bytes += t.numel() * t.element_size()
+        return t
+
+    def __enter__(self) -> SavedBytes:
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._ctx.__exit__(*exc)

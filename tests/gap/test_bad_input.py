@@ -3,7 +3,7 @@ is left behind -- also when a layer raises inside forward (the captum meta-test)
 
 import pytest
 import torch
-from gap_models import Boom, TinyInception, TinyResNet, TinyVGG, image, make
+from tiny_models import Boom, TinyInception, TinyResNet, TinyVGG, image, make
 from torch import nn
 
 from xailib.gap import (
@@ -19,6 +19,7 @@ from xailib.gap import (
 )
 from xailib.gap import diagnosis, guided_backprop, sanity
 from xailib.gap.baselines import channel_scores, saliency_maps
+from xailib import attacks
 from xailib.layers import count_hooks
 
 # Every public entry point that runs a model, as f(model, x, target, layer) with one decision.
@@ -45,7 +46,7 @@ ENTRY_POINTS = {
     "stage_pair_contributions": lambda m, x, t, layer: sanity.stage_pair_contributions(
         m, x, torch.tensor([t]), target="label", baselines=("zero",)),
     "decompose_images": lambda m, x, t, layer: diagnosis.decompose_images(m, x, [t], top_n=2),
-    "pgd_attack": lambda m, x, t, layer: diagnosis.pgd_attack(m, x, [t], eps=0.03, steps=2),
+    "pgd_attack": lambda m, x, t, layer: attacks.pgd_attack(m, x, [t], eps=0.03, steps=2),
 }
 
 

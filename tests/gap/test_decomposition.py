@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import pytest
 import torch
 import torchvision
-from gap_models import TinyInception, TinyResNet, TinyVGG, image, make
+from tiny_models import TinyInception, TinyResNet, TinyVGG, image, make
 from torch import nn
 
 from xailib.gap import (

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from gap_models import Boom, OneConvLinear, TinyInception, TinyResNet, TinyVGG, image, make
+from tiny_models import Boom, OneConvLinear, TinyInception, TinyResNet, TinyVGG, image, make
 from torch import nn
 
 from xailib.gap import Neuron, decompose

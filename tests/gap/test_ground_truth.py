@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from gap_models import OneConvLinear, TinyInception, TinyResNet, TinyVGG, image, make
+from tiny_models import OneConvLinear, TinyInception, TinyResNet, TinyVGG, image, make
 
 from xailib.gap import GAP, Neuron, dataset_channel_means, ground_truth_contributions, ground_truth_naive
 from xailib.layers import count_hooks

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from gap_models import OneConvLinear, TinyInception, TinyResNet, TinyVGG, image, make
+from tiny_models import OneConvLinear, TinyInception, TinyResNet, TinyVGG, image, make
 
 from xailib.gap import GAP, STRATEGIES, Neuron, channel_contributions, gap_reference, peak_positions
 from xailib.layers import count_hooks

@@ -3,7 +3,7 @@ statistics, and cropped == uncropped == node-by-node on the test models and the 
 
 import pytest
 import torch
-from gap_models import TinyInception, TinyResNet, TinyVGG, image, make
+from tiny_models import TinyInception, TinyResNet, TinyVGG, image, make
 from torch import nn
 
 from xailib.gap import (
@@ -14,7 +14,7 @@ from xailib.gap import (
     decompose_nodewise,
     peak_positions,
 )
-from xailib.gap.module import crop_field, layer_outputs
+from xailib.gap.gradients import crop_field, layer_outputs
 from xailib.gap.receptive import (
     clear_cache,
     crop_statistics,

@@ -3,7 +3,7 @@ behind Table 1, the channel counts of Fig. 6(b), the timing table and the top-k 
 
 import pytest
 import torch
-from gap_models import Boom, OneConvLinear, TinyInception, TinyVGG, image, make
+from tiny_models import Boom, OneConvLinear, TinyInception, TinyVGG, image, make
 from scipy.stats import pearsonr
 
 from xailib.gap import GAP, Neuron, ground_truth_contributions

@@ -31,24 +31,32 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from xailib.layers import check_layers, model_state
-from xailib.models import stage_layers
-from xailib.gap.module import (
-    DEFAULT_MAX_BATCH_BYTES,
-    GAP,
-    Neuron,
-    _check_strategy,
-    _model_device,
-    _check_crop,
-    _segment_available,
-    _use_segment,
-    activation_maps,
-    channel_contributions,
+from xailib.checks import (
+    check_class_scores,
+    check_fraction,
     check_images,
+    check_layer_list,
+    check_model,
+    check_positive_int,
+    check_targets,
+)
+from xailib.layers import model_state
+from xailib.gap.gradients import (
+    DEFAULT_MAX_BATCH_BYTES,
+    check_crop,
     crop_field,
     cropped_gradients,
     decision_gradients,
     layer_outputs,
+    resolve_segment,
+    segment_available,
+)
+from xailib.gap.module import (
+    GAP,
+    Neuron,
+    activation_maps,
+    channel_contributions,
+    check_strategy,
     peak_positions,
 )
 from xailib.gap.receptive import crop_statistics, uncrop
@@ -312,49 +320,27 @@ def select_channels(
 
 
 def _check_common(model, image, layers, top_n, strategy, nms_iou, mask_threshold):
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-    image = check_images(image, one=True, what="image")
+    check_model(model)
+    image = check_images(image, model, one=True, what="image")
     layers = check_stage_layers(model, layers)
-    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n <= 0:
-        raise ValueError(f"top_n must be a positive int (the paper uses N = 3), got {top_n!r}.")
-    strategy = _check_strategy(strategy)
-    if nms_iou is not None and not (0.0 <= float(nms_iou) <= 1.0):
-        raise ValueError(f"nms_iou must be in [0, 1] (the paper uses 0.9) or None, got {nms_iou!r}.")
-    if not (0.0 <= float(mask_threshold) < 1.0):
-        raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}.")
-    return image.to(_model_device(model)), layers, strategy
+    check_positive_int(top_n, "top_n", hint=" (the paper uses N = 3)")
+    strategy = check_strategy(strategy)
+    if nms_iou is not None:
+        check_fraction(nms_iou, "nms_iou", hint=" (the paper uses 0.9; None = no NMS)")
+    check_fraction(mask_threshold, "mask_threshold", high_open=True)
+    return image, layers, strategy
 
 
 def check_stage_layers(model: nn.Module, layers=None) -> list[str]:
-    """The layers of a decomposition, low -> high: ``None`` = ``model.stage_names``; a str = one layer.
-
-    Raises ValueError for an unknown name (listing the valid ones), a repeated layer, or layers of
-    ``model.stage_names`` given out of order.
-    """
-    if layers is None:
-        layers = stage_layers(model)
-    elif isinstance(layers, str):
-        layers = [layers]
-    layers = check_layers(model, list(layers))
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"layers must be distinct, got {layers}.")
-    stages = list(getattr(model, "stage_names", None) or [])
-    if stages and all(name in stages for name in layers):
-        idx = [stages.index(name) for name in layers]
-        if idx != sorted(idx):
-            raise ValueError(f"layers must go low -> high (as in model.stage_names {stages}), got {layers}.")
-    return layers
+    """The layers of a decomposition, low -> high (:func:`xailib.checks.check_layer_list`)."""
+    return check_layer_list(model, layers)
 
 
-def _check_target(target, n_classes: int) -> int:
-    if isinstance(target, torch.Tensor) and target.numel() == 1 and not target.is_floating_point():
-        target = int(target)
-    if isinstance(target, bool) or not isinstance(target, int):
-        raise TypeError(f"target must be a class index (int) or None for the predicted class, got {target!r}.")
-    if not 0 <= target < n_classes:
-        raise ValueError(f"Class index {target} is outside the model's {n_classes} classes (0..{n_classes - 1}).")
-    return target
+def _class_target(target, logits: torch.Tensor) -> int:
+    """The class to decompose: the predicted one for ``None``, else a checked class index."""
+    if target is None:
+        return int(logits[0].argmax())
+    return int(check_targets(target, 1, classes=logits.shape[1], allow_predicted=False)[0])
 
 
 def _children(
@@ -462,9 +448,9 @@ def decompose(
     :func:`xailib.gap.receptive.crop_statistics`). The result equals :func:`decompose_nodewise`.
     """
     image, layers, strategy = _check_common(model, image, layers, top_n, strategy, nms_iou, mask_threshold)
-    _check_crop(crop)
-    segment = _use_segment(model, layers[-1], None, use_segment) and all(
-        _segment_available(model, lo, None) for lo in layers
+    check_crop(crop)
+    segment = resolve_segment(model, layers[-1], None, use_segment) and all(
+        segment_available(model, lo, None) for lo in layers
     )
     if not segment and len(layers) > 1:
         crop_field(model, layers[0], layers[1], None, None, crop, segment)  # raises for crop=True
@@ -475,10 +461,8 @@ def decompose(
             with torch.no_grad():
                 logits = model(image)
             acts = {}
-        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-            raise ValueError(f"The model must return class scores [B, C]; got "
-                             f"{getattr(logits, 'shape', type(logits).__name__)}.")
-        target = int(logits[0].argmax()) if target is None else _check_target(target, logits.shape[1])
+        check_class_scores(logits)
+        target = _class_target(target, logits)
         root = DecompositionNode(layer=OUTPUT, channel=target, score=float(logits[0, target]))
         level, upper = [root], None
         for lower in tqdm(list(reversed(layers)), disable=not progress, desc="gAP levels", leave=False):
@@ -532,10 +516,8 @@ def decompose_nodewise(
     with model_state(model, train=False, requires_grad=False):
         with torch.no_grad():
             logits = model(image)
-        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-            raise ValueError(f"The model must return class scores [B, C]; got "
-                             f"{getattr(logits, 'shape', type(logits).__name__)}.")
-        target = int(logits[0].argmax()) if target is None else _check_target(target, logits.shape[1])
+        check_class_scores(logits)
+        target = _class_target(target, logits)
         root = DecompositionNode(layer=OUTPUT, channel=target, score=float(logits[0, target]))
         stack = [(root, len(layers) - 1)]
         bar = tqdm(disable=not progress, desc="gAP nodes", leave=False)

@@ -43,26 +43,25 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from xailib.gap.decomposition import DEFAULT_MASK_THRESHOLD, check_stage_layers, select_channels
-from xailib.gap.module import (
-    DEFAULT_MAX_BATCH_BYTES,
-    _check_strategy,
-    _model_device,
-    _segment_available,
-    activation_maps,
-    channel_contributions,
+from xailib.batching import class_scores
+from xailib.checks import (
+    check_fraction,
     check_images,
-    decision_gradients,
-    layer_outputs,
-    peak_positions,
+    check_layer_list,
+    check_model,
+    check_positive_int,
+    check_targets,
+    model_device,
 )
 from xailib.layers import model_state
-from xailib.models import stage_layers
+from xailib.metrics import mask_iou
+from xailib.gap.decomposition import DEFAULT_MASK_THRESHOLD, select_channels
+from xailib.gap.gradients import DEFAULT_MAX_BATCH_BYTES, decision_gradients, layer_outputs, segment_available
+from xailib.gap.module import activation_maps, channel_contributions, check_strategy, peak_positions
 
 __all__ = [
     "DecisionLevel",
     "decompose_images",
-    "predict",
     "region_masks",
     "shifted_masks",
     "occlude",
@@ -90,99 +89,6 @@ __all__ = [
     "PAPER_NUMBERS",
     "paper_comparison",
 ]
-
-
-# --------------------------------------------------------------------------------------------------
-# Validation helpers
-# --------------------------------------------------------------------------------------------------
-
-
-def _check_model(model) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-    return model
-
-
-def _check_layers(model: nn.Module, layers, default_last: int | None = None) -> list[str]:
-    """Layer names low -> high; ``None`` = ``model.stage_names`` (its last ``default_last`` if given)."""
-    if layers is None and default_last is not None:
-        layers = stage_layers(model)[-default_last:]
-    return check_stage_layers(model, layers)
-
-
-def _check_positive_int(value, name: str, hint: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int{hint}, got {value!r}.")
-    return value
-
-
-def _check_threshold(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"mask_threshold must be a float in [0, 1) (fraction of a map's maximum), got {value!r}.")
-    return float(value)
-
-
-def _check_labels(labels, n: int, n_classes: int | None = None, what: str = "labels") -> torch.Tensor:
-    """LongTensor ``[n]`` of class indices from an int, a sequence or a tensor."""
-    if isinstance(labels, bool):
-        raise TypeError(f"{what} must be class indices (ints), got a bool.")
-    if isinstance(labels, int):
-        labels = [labels] * n
-    if isinstance(labels, torch.Tensor):
-        if labels.is_floating_point() or labels.dim() != 1:
-            raise TypeError(f"{what} must be an integer tensor [B] of class indices, got {tuple(labels.shape)} "
-                            f"{labels.dtype}.")
-        out = labels.detach().long().cpu()
-    elif isinstance(labels, Sequence) and not isinstance(labels, str) and all(
-            isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in labels):
-        out = torch.tensor([int(t) for t in labels], dtype=torch.long)
-    else:
-        raise TypeError(f"{what} must be a class index, a list of B class indices or a LongTensor [B]; "
-                        f"got {type(labels).__name__}.")
-    if out.shape[0] != n:
-        raise ValueError(f"Got {out.shape[0]} {what} for {n} images; give one per image.")
-    if out.numel() and int(out.min()) < 0:
-        raise ValueError(f"{what} must be non-negative class indices, got {out.tolist()[:10]}.")
-    if n_classes is not None and out.numel() and int(out.max()) >= n_classes:
-        raise ValueError(f"Class index {int(out.max())} in {what} is outside the model's {n_classes} classes "
-                         f"(0..{n_classes - 1}).")
-    return out
-
-
-def _logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Class scores ``[B, C]`` (no grad; call inside ``model_state``)."""
-    device = _model_device(model)
-    outs = []
-    with torch.no_grad():
-        for s in range(0, images.shape[0], batch_size):
-            out = model(images[s:s + batch_size].to(device))
-            if not isinstance(out, torch.Tensor) or out.dim() != 2:
-                raise ValueError(f"The model must return class scores [B, C]; got "
-                                 f"{getattr(out, 'shape', type(out).__name__)}.")
-            outs.append(out)
-    if not outs:
-        raise ValueError("Got an empty batch of images; pass at least one image [B >= 1, C, H, W].")
-    return torch.cat(outs)
-
-
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Class scores before softmax, ``[B, C]``, in eval mode (the model's mode is restored).
-
-    Parameters
-    ----------
-    model : nn.Module
-    images : Tensor ``[B, C, H, W]`` in [0, 1]
-    batch_size : int
-
-    Returns
-    -------
-    Tensor ``[B, C]`` on the model's device.
-    """
-    _check_model(model)
-    images = check_images(images, what="images")
-    _check_positive_int(batch_size, "batch_size")
-    with model_state(model, train=False):
-        return _logits(model, images, batch_size)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -346,24 +252,21 @@ def decompose_images(
     list of DecisionLevel
         From the top layer (``B * N`` nodes) down to ``layers[0]`` (``B * N^L`` nodes).
     """
-    _check_model(model)
-    images = check_images(images, what="images")
-    if images.shape[0] == 0:
-        raise ValueError("Got an empty batch of images; pass at least one image [B >= 1, C, H, W].")
-    layers = _check_layers(model, layers)
-    _check_positive_int(top_n, "top_n", " (the paper uses N = 3)")
-    _check_positive_int(image_batch, "image_batch")
-    strategy = _check_strategy(strategy)
+    check_model(model)
+    images = check_images(images, model, what="images")
+    layers = check_layer_list(model, layers)
+    check_positive_int(top_n, "top_n", hint=" (the paper uses N = 3)")
+    check_positive_int(image_batch, "image_batch")
+    strategy = check_strategy(strategy)
     keep_maps = [keep_maps] if isinstance(keep_maps, str) else list(keep_maps)
     bad = [n for n in keep_maps if n not in layers]
     if bad:
         raise ValueError(f"keep_maps names {bad} are not among the decomposed layers {layers}.")
-    images = images.to(_model_device(model))
-    segment = all(_segment_available(model, lo, None) for lo in layers)
+    segment = all(segment_available(model, lo, None) for lo in layers)
     with model_state(model, train=False, requires_grad=False):
-        logits = _logits(model, images)
-        targets = logits.argmax(1).cpu() if targets is None else _check_labels(
-            targets, images.shape[0], logits.shape[1], "targets")
+        logits = class_scores(model, images)
+        targets = logits.argmax(1).cpu() if targets is None else check_targets(
+            targets, images.shape[0], classes=logits.shape[1], what="targets", allow_predicted=False)
         chunks, offsets = [], []
         for s in tqdm(range(0, images.shape[0], image_batch), disable=not progress, desc="gAP images", leave=False):
             x = images[s:s + image_batch]
@@ -397,7 +300,7 @@ def region_masks(maps: torch.Tensor, size: tuple[int, int], threshold: float = D
     """
     if not isinstance(maps, torch.Tensor) or maps.dim() != 3:
         raise ValueError(f"maps must be a tensor [N, h, w], got {getattr(maps, 'shape', type(maps).__name__)}.")
-    threshold = _check_threshold(threshold)
+    threshold = check_fraction(threshold, "threshold", high_open=True, hint=" (fraction of a map's maximum)")
     if maps.shape[0] == 0:
         return torch.zeros(0, *size, dtype=torch.bool, device=maps.device)
     up = F.interpolate(maps[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
@@ -481,7 +384,7 @@ def part_removed_scenes(world, n: int, seed: int = 0, split: str = "test", keep:
         The rendered scenes (labels unchanged) and the index (into ``world.part_names``) of the part
         removed from each scene (-1 where no removable part was present).
     """
-    _check_positive_int(n, "n")
+    check_positive_int(n, "n")
     recipes = world.sample(n, split=split, seed=seed)
     keep_idx = [world.part_names.index(p) for p in keep]
     removable = recipes.present.clone()
@@ -572,15 +475,15 @@ def occlusion_test(
         ``p_label_occluded``, ``changed``, ``corrected``, ``pred_control``, ``p_pred_control``,
         ``changed_control``, ``corrected_control``.
     """
-    _check_model(model)
+    check_model(model)
     images = check_images(images, what="images")
-    layers = _check_layers(model, layers, default_last=2)
+    layers = check_layer_list(model, layers, default_last=2)
     if len(layers) != 2:
         raise ValueError(f"occlusion_test needs two layers (lower, upper), e.g. the last two stages; got {layers}.")
-    mask_threshold = _check_threshold(mask_threshold)
-    images = images.to(_model_device(model))
-    logits = predict(model, images)
-    labels = _check_labels(labels, images.shape[0], logits.shape[1])
+    mask_threshold = check_fraction(mask_threshold, "mask_threshold", high_open=True, hint=" (fraction of a map's maximum)")
+    images = images.to(model_device(model))
+    logits = class_scores(model, images)
+    labels = check_targets(labels, images.shape[0], classes=logits.shape[1], what="labels", allow_predicted=False)
     pred = logits.argmax(1).cpu()
     index = torch.nonzero(pred != labels)[:, 0] if only_misclassified else torch.arange(images.shape[0])
     size = tuple(images.shape[-2:])
@@ -594,7 +497,7 @@ def occlusion_test(
     masks = region_masks(lower.activation_map, size, mask_threshold)
     control_masks = shifted_masks(masks, seed)
     occluded, control = occlude(x, masks, fill), occlude(x, control_masks, fill)
-    probs = [torch.softmax(predict(model, t).cpu(), 1) for t in (x, occluded, control)]
+    probs = [torch.softmax(class_scores(model, t).cpu(), 1) for t in (x, occluded, control)]
     rows = torch.arange(len(index))
     before, after, ctrl = probs
     table = pd.DataFrame({
@@ -694,84 +597,6 @@ def plot_occlusion(result: OcclusionResult, images: torch.Tensor, class_names: S
 # --------------------------------------------------------------------------------------------------
 
 
-def pgd_attack(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels,
-    eps: float = 8 / 255,
-    steps: int = 10,
-    step_size: float | None = None,
-    random_start: bool = True,
-    targeted: bool = False,
-    seed: int = 0,
-) -> torch.Tensor:
-    """Projected gradient descent under an L-inf budget (Madry et al., the paper's ref. [76]).
-
-    ``x_{t+1} = clip_[0,1]( Proj_{||x - x_0||_inf <= eps}( x_t + a * sign(grad_x CE(f(x_t), y)) ) )``
-    (``- a * sign(...)`` with ``targeted=True``, where ``labels`` are the target classes). One step of
-    size ``eps`` from ``x_0`` without a random start is FGSM (:func:`fgsm_attack`).
-
-    Parameters
-    ----------
-    model : nn.Module
-        Runs in eval mode with frozen parameters; both restored afterwards.
-    images : Tensor ``[B, C, H, W]`` in [0, 1]
-    labels : LongTensor ``[B]``, sequence of int or int
-        True classes (untargeted) or target classes (targeted).
-    eps : float
-        L-inf radius in [0, 1] image units.
-    steps : int
-    step_size : float or None
-        ``a``; default ``2.5 * eps / steps``.
-    random_start : bool
-        Start from a uniform point of the eps-ball (seeded by ``seed``).
-    targeted : bool
-    seed : int
-
-    Returns
-    -------
-    Tensor ``[B, C, H, W]``: adversarial images with ``|x - x_0| <= eps`` and values in [0, 1].
-    """
-    _check_model(model)
-    images = check_images(images, what="images")
-    if images.numel() and (float(images.min()) < 0 or float(images.max()) > 1):
-        raise ValueError(f"images must lie in [0, 1] (the attack works in image space; the model normalises); got "
-                         f"values in [{float(images.min()):.3g}, {float(images.max()):.3g}].")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps <= 1:
-        raise ValueError(f"eps must be a float in [0, 1] (L-inf radius in image units, e.g. 8/255), got {eps!r}.")
-    _check_positive_int(steps, "steps")
-    step_size = 2.5 * eps / steps if step_size is None else step_size
-    if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or step_size < 0:
-        raise ValueError(f"step_size must be a non-negative float, got {step_size!r}.")
-    device = _model_device(model)
-    x0 = images.detach().to(device)
-    with model_state(model, train=False, requires_grad=False):
-        n_classes = _logits(model, x0[:1]).shape[1]
-        y = _check_labels(labels, x0.shape[0], n_classes).to(device)
-        x = x0.clone()
-        if random_start and eps > 0:
-            gen = torch.Generator().manual_seed(int(seed))
-            noise = (torch.rand(x0.shape, generator=gen) * 2 - 1).to(device, x0.dtype)
-            x = (x0 + eps * noise).clamp(0, 1)
-        for _ in range(steps):
-            x = x.detach().requires_grad_(True)
-            with torch.enable_grad():
-                loss = F.cross_entropy(model(x), y, reduction="sum")  # sum: each image's step is its own
-                (grad,) = torch.autograd.grad(loss, x)
-            step = step_size * grad.sign()
-            x = x.detach() - step if targeted else x.detach() + step
-            x = torch.minimum(torch.maximum(x, x0 - eps), x0 + eps).clamp(0, 1)  # project, then stay an image
-    return x.detach()
-
-
-def fgsm_attack(model: nn.Module, images: torch.Tensor, labels, eps: float = 8 / 255) -> torch.Tensor:
-    """FGSM (Goodfellow et al.): ``clip_[0,1](x + eps * sign(grad_x CE(f(x), y)))``; one PGD step, no random start.
-
-    Shapes as in :func:`pgd_attack`.
-    """
-    return pgd_attack(model, images, labels, eps=eps, steps=1, step_size=eps, random_start=False)
-
-
 def adversarial_peak_responses(
     model: nn.Module,
     clean: torch.Tensor,
@@ -806,22 +631,22 @@ def adversarial_peak_responses(
         ``peak_clean``, ``peak_adversarial``, ``change``, plus ``label``, ``pred_clean``,
         ``pred_adversarial``, ``clean_correct`` and ``fooled`` (clean correct, adversarial wrong).
     """
-    _check_model(model)
+    check_model(model)
     clean = check_images(clean, what="clean")
     adversarial = check_images(adversarial, what="adversarial")
     if clean.shape != adversarial.shape:
         raise ValueError(f"clean {tuple(clean.shape)} and adversarial {tuple(adversarial.shape)} must have one shape.")
-    layers = _check_layers(model, layers, default_last=1)
-    _check_positive_int(top_n, "top_n", " (the paper plots 4)")
-    device = _model_device(model)
+    layers = check_layer_list(model, layers, default_last=1)
+    check_positive_int(top_n, "top_n", hint=" (the paper plots 4)")
+    device = model_device(model)
     clean, adversarial = clean.to(device), adversarial.to(device)
     b = clean.shape[0]
     with model_state(model, train=False, requires_grad=False):
-        pred_clean = _logits(model, clean).argmax(1).cpu()
-        pred_adv = _logits(model, adversarial).argmax(1).cpu()
-        n_classes = int(_logits(model, clean[:1]).shape[1])
-        labels = _check_labels(labels, b, n_classes)
-        segment = all(_segment_available(model, lo, None) for lo in layers)
+        pred_clean = class_scores(model, clean).argmax(1).cpu()
+        pred_adv = class_scores(model, adversarial).argmax(1).cpu()
+        n_classes = int(class_scores(model, clean[:1]).shape[1])
+        labels = check_targets(labels, b, classes=n_classes, what="labels", allow_predicted=False)
+        segment = all(segment_available(model, lo, None) for lo in layers)
         feats_clean = layer_outputs(model, clean, layers)[0] if segment else {}
         feats_adv = layer_outputs(model, adversarial, layers)[0] if segment else {}
         frames = []
@@ -935,18 +760,6 @@ def plot_peak_responses(table: pd.DataFrame, image: int | None = None, clean: to
 # --------------------------------------------------------------------------------------------------
 
 
-def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Intersection over union of binary masks ``[..., H, W]`` (broadcast), ``[...]``; 0 where both are empty."""
-    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
-        raise TypeError("mask_iou takes two BoolTensors [..., H, W].")
-    if a.dim() < 2 or b.dim() < 2 or a.shape[-2:] != b.shape[-2:]:
-        raise ValueError(f"masks must be [..., H, W] with the same H, W; got {tuple(a.shape)} and {tuple(b.shape)}.")
-    a, b = a.bool(), b.bool()
-    inter = (a & b).flatten(-2).sum(-1).float()
-    union = (a | b).flatten(-2).sum(-1).float()
-    return torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter))
-
-
 @dataclass
 class ContextResult:
     """What :func:`context_assignment` returns.
@@ -1011,14 +824,14 @@ def context_assignment(
         ``rank``, ``channel``, ``contribution``, ``share``, ``area``, ``iou_object``, ``iou_background``,
         ``label`` (region with the largest IoU), ``on_context`` (that region is the background), ``best_iou``.
     """
-    _check_model(model)
+    check_model(model)
     for attr in ("images", "labels", "part_masks", "background_mask", "recipes", "world"):
         if not hasattr(scenes, attr):
             raise TypeError(f"scenes must be a ConceptWorld SceneBatch (e.g. dataset.scenes(range(n))) with "
                             f".{attr}; got {type(scenes).__name__}.")
     images = check_images(scenes.images, what="scenes.images")
-    layers = _check_layers(model, layers, default_last=2)
-    mask_threshold = _check_threshold(mask_threshold)
+    layers = check_layer_list(model, layers, default_last=2)
+    mask_threshold = check_fraction(mask_threshold, "mask_threshold", high_open=True, hint=" (fraction of a map's maximum)")
     if isinstance(targets, str):
         if targets not in ("label", "predicted"):
             raise ValueError(f"targets must be 'label', 'predicted' or class indices [N], got {targets!r}.")
@@ -1206,12 +1019,11 @@ def discriminative_degrees(
     DataFrame with one row per layer and channel: ``layer``, ``stage`` (1 = lowest), ``channel``,
     ``selections`` (``sum_c N_{k,c}``), ``top_class``, ``D`` (NaN if never selected).
     """
-    _check_model(model)
+    check_model(model)
     images = check_images(images, what="images")
-    layers = _check_layers(model, layers)
-    with model_state(model, train=False):
-        n_classes = int(_logits(model, images[:1].to(_model_device(model))).shape[1])
-    labels = _check_labels(labels, images.shape[0], n_classes)
+    layers = check_layer_list(model, layers)
+    n_classes = int(class_scores(model, images[:1]).shape[1])
+    labels = check_targets(labels, images.shape[0], classes=n_classes, what="labels", allow_predicted=False)
     levels = decompose_images(model, images, labels, layers, top_n=top_n, image_batch=image_batch,
                               max_batch_bytes=max_batch_bytes, progress=progress)
     counts = channel_class_counts(levels, labels, n_classes)
@@ -1316,9 +1128,9 @@ def train_biased_model(
     bias = BiasSpec(context="water", target_class="cow", rate=1.0, other_rate=0.0) if bias is None else bias
     if not isinstance(bias, BiasSpec):
         raise TypeError(f"bias must be a BiasSpec(context=..., target_class=..., rate=...), got {type(bias).__name__}.")
-    _check_positive_int(n_train, "n_train")
-    _check_positive_int(n_test, "n_test")
-    _check_positive_int(epochs, "epochs")
+    check_positive_int(n_train, "n_train")
+    check_positive_int(n_test, "n_test")
+    check_positive_int(epochs, "epochs")
     recipe = dict(RECIPES["conceptworld"], epochs=epochs)
     if n_train < recipe["batch_size"]:
         raise ValueError(f"n_train must be at least one batch ({recipe['batch_size']} images), got {n_train}.")

@@ -36,10 +36,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from xailib.gap.decomposition import (DEFAULT_MASK_THRESHOLD, OUTPUT, DecompositionNode, check_stage_layers,
+from xailib.checks import (check_class_scores, check_fraction, check_images, check_layer_list, check_model,
+                           check_positive_int, check_targets, model_device)
+from xailib.gap.decomposition import (DEFAULT_MASK_THRESHOLD, OUTPUT, DecompositionNode,
                                       select_channels)
 from xailib.gap.guided import guided_backprop, guided_to_rgb
-from xailib.gap.module import GAP, Neuron, _check_strategy, _model_device, check_images
+from xailib.gap.module import GAP, Neuron, check_strategy
 from xailib.layers import model_state
 
 __all__ = [
@@ -149,8 +151,7 @@ class ExplorerState:
         mask_threshold: float = DEFAULT_MASK_THRESHOLD,
         max_cache: int = 512,
     ):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        check_model(model)
         self.model = model
         dataset = None
         if not isinstance(images, torch.Tensor) and hasattr(images, "images"):
@@ -158,9 +159,8 @@ class ExplorerState:
         if not isinstance(images, torch.Tensor):
             raise TypeError(f"images must be a tensor [N, C, H, W] or a dataset with .images, got "
                             f"{type(images).__name__}.")
-        self.images = check_images(images.unsqueeze(0) if images.dim() == 3 else images, what="images").detach()
-        if self.images.shape[0] == 0:
-            raise ValueError("images is empty; give at least one image [N >= 1, C, H, W].")
+        self.images = check_images(images.unsqueeze(0) if images.dim() == 3 else images, model, what="images",
+                                   move=False).detach()
         if labels is None and dataset is not None:
             labels = getattr(dataset, "labels", None)
         if labels is not None:
@@ -168,17 +168,13 @@ class ExplorerState:
             if len(labels) != self.n_images:
                 raise ValueError(f"Got {len(labels)} labels for {self.n_images} images; give one per image.")
         self.labels = labels
-        self.layers = check_stage_layers(model, layers)
-        self.strategy = _check_strategy(strategy)
-        if nms_iou is not None and not 0.0 <= float(nms_iou) <= 1.0:
-            raise ValueError(f"nms_iou must be in [0, 1] (the paper uses 0.9) or None, got {nms_iou!r}.")
+        self.layers = check_layer_list(model, layers)
+        self.strategy = check_strategy(strategy)
+        if nms_iou is not None:
+            check_fraction(nms_iou, "nms_iou", hint=" (the paper uses 0.9; None = no NMS)")
         self.nms_iou = nms_iou
-        if not 0.0 <= float(mask_threshold) < 1.0:
-            raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}.")
-        self.mask_threshold = float(mask_threshold)
-        if isinstance(max_cache, bool) or not isinstance(max_cache, int) or max_cache < 1:
-            raise ValueError(f"max_cache must be a positive int, got {max_cache!r}.")
-        self.max_cache = max_cache
+        self.mask_threshold = check_fraction(mask_threshold, "mask_threshold", high_open=True)
+        self.max_cache = check_positive_int(max_cache, "max_cache")
         self.top_n = top_n  # validated by the setter
         self._gap = GAP(model)
         self._cache: OrderedDict[tuple, Expansion] = OrderedDict()
@@ -239,9 +235,7 @@ class ExplorerState:
 
     @top_n.setter
     def top_n(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"top_n must be a positive int (the paper uses N = 3), got {value!r}.")
-        self._top_n = int(value)
+        self._top_n = check_positive_int(value, "top_n", hint=" (the paper uses N = 3)")
 
     # -- the path ----------------------------------------------------------------------------------
     @property
@@ -334,10 +328,8 @@ class ExplorerState:
             c = self.class_names.index(c)
         if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
             raise TypeError(f"class must be an index (int) or a name (str), got {c!r}.")
-        if not 0 <= c < len(self.class_names):
-            raise ValueError(f"Class index {c} is outside the model's {len(self.class_names)} classes "
-                             f"(0..{len(self.class_names) - 1}).")
-        self._switch(self._image, int(c), self._scores)
+        c = int(check_targets(int(c), 1, classes=len(self.class_names), what="class", allow_predicted=False)[0])
+        self._switch(self._image, c, self._scores)
 
     def expand(self, rank: int | None = None, *, channel: int | None = None) -> DecompositionNode:
         """Decompose one child of :attr:`current` one stage further; it becomes :attr:`current`.
@@ -448,12 +440,10 @@ class ExplorerState:
             raise
 
     def _class_scores(self, index: int) -> torch.Tensor:
-        x = self.images[index : index + 1].to(_model_device(self.model))
+        x = self.images[index : index + 1].to(model_device(self.model))
         with model_state(self.model, train=False), torch.no_grad():
             logits = self.model(x)
-        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-            raise ValueError(f"The model must return class scores [B, C]; got "
-                             f"{getattr(logits, 'shape', type(logits).__name__)}.")
+        check_class_scores(logits)
         return logits[0].detach().float().cpu()
 
     def _root(self) -> DecompositionNode:

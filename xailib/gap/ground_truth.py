@@ -23,32 +23,24 @@ per channel (for the benchmark).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from xailib.layers import capture, check_layers, model_state, replace_output
-from xailib.gap.module import (
-    Neuron,
-    _model_device,
-    _not_below,
-    _use_segment,
-    check_images,
-    check_order,
-    layer_outputs,
-    map_output,
-    parse_targets,
-    select_decisions,
-    stop_after,
-)
+from xailib.batching import first_supported
+from xailib.checks import check_images, check_layer, check_model, check_positive_int
+from xailib.layers import capture, map_output, model_state, replace_output, stop_after
+from xailib.gap.gradients import check_order, layer_outputs, not_below_error, resolve_segment, select_decisions
+from xailib.gap.module import Neuron, parse_targets
 
-__all__ = ["ground_truth_contributions", "ground_truth_naive", "dataset_channel_means", "BASELINES"]
+__all__ = ["ground_truth_contributions", "ground_truth_naive", "dataset_channel_means", "ablation_baseline", "BASELINES"]
 
 BASELINES = ("mean", "zero")
 
 
-def _baseline(acts: torch.Tensor, baseline) -> torch.Tensor:
+def ablation_baseline(acts: torch.Tensor, baseline) -> torch.Tensor:
     """Replacement values ``[B, K, h, w]`` for the channels of ``acts: [B, K, h, w]``."""
     if isinstance(baseline, str):
         if baseline == "mean":
@@ -72,22 +64,16 @@ def _ablate(acts: torch.Tensor, base: torch.Tensor, ks: torch.Tensor) -> torch.T
 
 
 def _prepare(model, image, target, layer, baseline):
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-    image = check_images(image, one=True, what="image").to(_model_device(model))
-    check_layers(model, layer)
+    check_model(model)
+    image = check_images(image, model, one=True, what="image")
+    check_layer(model, layer)
     upper, channels, positions = parse_targets(target, 1)
     if upper is not None:
-        check_layers(model, upper)
+        check_layer(model, upper)
     check_order(model, layer, upper)
     if not (isinstance(baseline, torch.Tensor) or baseline in BASELINES):
         raise ValueError(f"baseline must be one of {BASELINES} or a tensor [K] of channel means, got {baseline!r}.")
     return image, upper, channels, positions
-
-
-def _check_chunk(chunk):
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0:
-        raise ValueError(f"chunk must be a positive int (ablated copies per forward pass), got {chunk!r}.")
 
 
 def ground_truth_contributions(
@@ -124,12 +110,12 @@ def ground_truth_contributions(
         Ground-truth contribution of each channel (float, on the model's device).
     """
     image, upper, channels, positions = _prepare(model, image, target, layer, baseline)
-    _check_chunk(chunk)
-    segment = _use_segment(model, layer, upper, use_segment)
+    check_positive_int(chunk, "chunk", hint=" (ablated copies per forward pass)")
+    segment = resolve_segment(model, layer, upper, use_segment)
     with model_state(model, train=False, requires_grad=False), torch.no_grad():
         if segment:
             acts = layer_outputs(model, image, [layer], stop=layer)[0][layer]  # [1, K, h, w]
-            base = _baseline(acts, baseline)
+            base = ablation_baseline(acts, baseline)
 
             def scores_of(batch: torch.Tensor) -> torch.Tensor:
                 out = model.run_segment(batch, start=layer, stop=upper)
@@ -145,37 +131,12 @@ def ground_truth_contributions(
                 drops.append(f - scores_of(_ablate(acts, base[:1], ks)))
             return torch.cat(drops)
 
-        state = {"expand": True}
-
-        def run(n: int, fn) -> torch.Tensor:
-            """Score of ``n`` ablated copies: layer output replaced by ``fn`` (stops after ``upper``).
-
-            The network below the layer runs once on the image and ``fn`` makes the ``n`` copies; if
-            rows cannot broadcast downstream (a concat with a branch from before the layer), the image
-            is repeated ``n`` times instead.
-            """
-            for expand in ([True, False] if state["expand"] and n > 1 else [False]):
-                try:
-                    with map_output(model, layer, fn) as mapped, \
-                            (capture(model, upper) if upper is not None else _nothing()) as rec, \
-                            stop_after(model, upper) as stopper:
-                        logits = stopper.run(image if expand else image.expand(n, -1, -1, -1))
-                    break
-                except RuntimeError:
-                    if not expand:
-                        raise
-                    state["expand"] = False
-            if not mapped.calls:
-                raise _not_below(layer, upper)
-            out = logits if upper is None else rec[upper]
-            return select_decisions(out, channels.expand(n), None if positions is None else positions.expand(n, 2),
-                                    upper)
-
+        runner = _AblatedRuns(model, image, layer, upper, channels, positions)
         shape = []
         with torch.enable_grad():  # unablated run from a leaf at the layer: does the decision depend on it?
-            f = run(1, lambda out: shape.append(out.shape) or out.detach().requires_grad_(True).clone())
+            f = runner(1, lambda out: shape.append(out.shape) or out.detach().requires_grad_(True).clone())
         if not f.requires_grad:
-            raise _not_below(layer, upper)
+            raise not_below_error(layer, upper)
         f = f.detach()
         if len(shape[0]) != 4:
             raise ValueError(f"Layer {layer!r} has per-image shape {tuple(shape[0][1:])}; ablation needs [K, h, w].")
@@ -183,16 +144,45 @@ def ground_truth_contributions(
         drops = []
         for start in tqdm(range(0, k_total, chunk), disable=not progress, desc="ablations", leave=False):
             ks = torch.arange(start, min(k_total, start + chunk))
-            drops.append(f - run(len(ks), lambda out, ks=ks: _ablate(out, _baseline(out, baseline), ks)))
+            drops.append(f - runner(len(ks), lambda out, ks=ks: _ablate(out, ablation_baseline(out, baseline), ks)))
         return torch.cat(drops)
 
 
-class _nothing:
-    def __enter__(self):
-        return None
+class _AblatedRuns:
+    """Scores of ``n`` ablated copies of one image: the layer's output replaced by ``fn`` (stops after ``upper``).
 
-    def __exit__(self, *exc):
-        return None
+    Two ways, fastest first: ``"expand"`` runs the network below the layer once on the image and ``fn``
+    makes the ``n`` copies; ``"rows"`` repeats the image ``n`` times. The way is chosen once, on the first
+    call with ``n > 1``, by :func:`xailib.batching.first_supported`: only rows that cannot broadcast
+    downstream (a concat with a branch from before the layer) move on to ``"rows"``; any other error, an
+    out-of-memory error included, reaches the caller.
+    """
+
+    def __init__(self, model, image, layer, upper, channels, positions):
+        self.model, self.image, self.layer, self.upper = model, image, layer, upper
+        self.channels, self.positions = channels, positions
+        self.way: str | None = None
+
+    def __call__(self, n: int, fn) -> torch.Tensor:
+        if n == 1:
+            return self.run(n, fn, "rows")
+        if self.way is None:
+            self.way, out = first_supported(("expand", "rows"), lambda way: self.run(n, fn, way))
+            return out
+        return self.run(n, fn, self.way)
+
+    def run(self, n: int, fn, way: str) -> torch.Tensor:
+        model, layer, upper = self.model, self.layer, self.upper
+        x = self.image if way == "expand" else self.image.expand(n, -1, -1, -1)
+        with map_output(model, layer, fn) as mapped, \
+                (capture(model, upper) if upper is not None else nullcontext()) as rec, \
+                stop_after(model, upper) as stopper:
+            logits = stopper.run(x)
+        if not mapped.calls:
+            raise not_below_error(layer, upper)
+        out = logits if upper is None else rec[upper]
+        pos = None if self.positions is None else self.positions.expand(n, 2)
+        return select_decisions(out, self.channels.expand(n), pos, upper)
 
 
 def ground_truth_naive(
@@ -220,10 +210,10 @@ def ground_truth_naive(
             return fn(out)
 
         with replace_output(model, layer, wrapped), \
-                (capture(model, upper) if upper is not None else _nothing()) as rec:
+                (capture(model, upper) if upper is not None else nullcontext()) as rec:
             logits = model(image)
         if not seen:
-            raise _not_below(layer, upper)
+            raise not_below_error(layer, upper)
         out = logits if upper is None else rec[upper]
         return select_decisions(out, channels, positions, upper)[0], seen[0]
 
@@ -231,14 +221,14 @@ def ground_truth_naive(
         with torch.enable_grad():  # unablated run from a leaf at the layer: does the decision depend on it?
             f, shape = score(lambda out: out.detach().requires_grad_(True).clone())
         if not f.requires_grad:
-            raise _not_below(layer, upper)
+            raise not_below_error(layer, upper)
         f = f.detach()
         if len(shape) != 4:
             raise ValueError(f"Layer {layer!r} has per-image shape {tuple(shape[1:])}; ablation needs [K, h, w].")
         drops = []
         for k in tqdm(range(shape[1]), disable=not progress, desc="ablations (naive)", leave=False):
             kk = torch.tensor([k])
-            drops.append(f - score(lambda out: _ablate(out, _baseline(out, baseline), kk))[0])
+            drops.append(f - score(lambda out: _ablate(out, ablation_baseline(out, baseline), kk))[0])
         return torch.stack(drops)
 
 
@@ -248,13 +238,13 @@ def dataset_channel_means(model: nn.Module, images: torch.Tensor | Iterable[torc
     ``images`` is a tensor ``[N, C, H, W]`` or an iterable of such batches (e.g. a DataLoader of images).
     Use it as ``baseline=`` for the data-set reading of "the average activation".
     """
-    check_layers(model, layer)
+    check_layer(model, layer)
     batches = [images] if isinstance(images, torch.Tensor) else images
     total, count = None, 0
     with model_state(model, train=False):
         for batch in batches:
             batch = batch[0] if isinstance(batch, (tuple, list)) else batch
-            acts = layer_outputs(model, check_images(batch).to(_model_device(model)), [layer], stop=layer)[0][layer]
+            acts = layer_outputs(model, check_images(batch, model), [layer], stop=layer)[0][layer]
             s = acts.sum(dim=(0, 2, 3))
             total = s if total is None else total + s
             count += acts.shape[0] * acts.shape[2] * acts.shape[3]

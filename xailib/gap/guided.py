@@ -31,8 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from xailib.gap.module import _model_device, check_images, parse_targets, select_decisions, stop_after
-from xailib.layers import capture, check_layers, model_state
+from xailib.checks import check_class_scores, check_images, check_layers, check_model
+from xailib.layers import capture, model_state, stop_after
+from xailib.gap.gradients import select_decisions
+from xailib.gap.module import parse_targets
 
 __all__ = ["guided_relus", "guided_backprop", "guided_to_rgb"]
 
@@ -120,9 +122,8 @@ def guided_backprop(model: nn.Module, image: torch.Tensor, targets) -> torch.Ten
     All ``D`` decisions are back-propagated together: the image is repeated ``D`` times and the forward
     stops right after the neurons' layer. With the model in eval mode the rows do not interact.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-    image = check_images(image, one=True, what="image").to(_model_device(model))
+    check_model(model)
+    image = check_images(image, model, one=True, what="image")
     if not isinstance(targets, (Sequence, torch.Tensor)) or isinstance(targets, str):
         targets = [targets]
     targets = list(targets)
@@ -135,9 +136,7 @@ def guided_backprop(model: nn.Module, image: torch.Tensor, targets) -> torch.Ten
         x = image.detach().expand(len(targets), *image.shape[1:]).clone().requires_grad_(True)
         if upper is None:
             out = model(x)
-            if not isinstance(out, torch.Tensor) or out.dim() != 2:
-                raise ValueError(f"The model must return class scores [B, C]; got "
-                                 f"{getattr(out, 'shape', type(out).__name__)}.")
+            check_class_scores(out)
         else:
             with capture(model, upper) as rec, stop_after(model, upper) as stop:
                 stop.run(x)

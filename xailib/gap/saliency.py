@@ -25,7 +25,8 @@ from xailib.gap.decomposition import (
     DecompositionTree,
     decompose,
 )
-from xailib.gap.module import DEFAULT_MAX_BATCH_BYTES, _model_device, check_images, decision_gradients
+from xailib.checks import check_images
+from xailib.gap.gradients import DEFAULT_MAX_BATCH_BYTES, decision_gradients
 
 __all__ = ["gap_saliency"]
 
@@ -66,7 +67,7 @@ def gap_saliency(
     """
     if nodes not in ("leaves", "all"):
         raise ValueError(f"nodes must be 'leaves' or 'all', got {nodes!r}.")
-    image = check_images(image, one=True, what="image").to(_model_device(model))
+    image = check_images(image, model, one=True, what="image")
     if tree is None:
         tree = decompose(model, image, target=target, layers=layers, top_n=top_n, strategy=strategy, nms_iou=nms_iou,
                          mask_threshold=mask_threshold, keep_maps=False, max_batch_bytes=max_batch_bytes,

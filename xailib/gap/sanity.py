@@ -29,9 +29,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from xailib.checks import check_images, check_layer, check_layer_list, check_model, check_positive_int, check_targets
+from xailib.layers import model_state, replace_output
+from xailib.metrics import pcc
 from xailib.gap.decomposition import DEFAULT_MASK_THRESHOLD, decompose, select_channels
+from xailib.gap.gradients import decision_gradients, layer_outputs, segment_available, select_decisions
 from xailib.gap.ground_truth import (
-    _baseline,
+    ablation_baseline,
     dataset_channel_means,
     ground_truth_contributions,
     ground_truth_naive,
@@ -40,17 +44,11 @@ from xailib.gap.module import (
     GAP,
     STRATEGIES,
     Neuron,
-    _model_device,
-    _segment_available,
     activation_maps,
     channel_contributions,
-    check_images,
-    decision_gradients,
-    layer_outputs,
+    parse_targets,
     peak_positions,
-    select_decisions,
 )
-from xailib.layers import check_layers, model_state, replace_output
 
 __all__ = [
     "GT_BASELINES",
@@ -95,30 +93,6 @@ PAPER_TIMING = {"gap_s": 0.05, "ground_truth_s": 10.0, "ratio": 200.0}
 # --------------------------------------------------------------------------------------------------
 # Eq. (12)
 # --------------------------------------------------------------------------------------------------
-
-
-def pcc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation coefficient, Eq. (12), along the last dimension.
-
-    ``rho = E[(a - mu_a)(b - mu_b)] / (sigma_a sigma_b)`` with population moments.
-
-    Parameters
-    ----------
-    a, b : Tensor ``[..., K]``
-
-    Returns
-    -------
-    Tensor ``[...]`` (float64); NaN where either vector is constant (the PCC is undefined there).
-    """
-    if a.shape != b.shape:
-        raise ValueError(f"pcc needs two tensors of one shape [..., K], got {tuple(a.shape)} and {tuple(b.shape)}.")
-    a, b = a.double(), b.double()
-    da, db = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
-    cov = (da * db).mean(-1)
-    sa, sb = da.pow(2).mean(-1).sqrt(), db.pow(2).mean(-1).sqrt()
-    den = sa * sb
-    ok = (sa > 1e-12 * a.abs().amax(-1).clamp_min(1e-300)) & (sb > 1e-12 * b.abs().amax(-1).clamp_min(1e-300))
-    return torch.where(ok, cov / torch.where(ok, den, torch.ones_like(den)), torch.full_like(cov, float("nan")))
 
 
 def pair_names(n_stages: int = 5) -> list[str]:
@@ -270,30 +244,9 @@ class SanityResult:
         return pd.DataFrame(rows)
 
 
-def _check_model(model) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-
-
-def _stages(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
-    if layers is None:
-        layers = getattr(model, "stage_names", None)
-        if layers is None:
-            raise ValueError(f"{type(model).__name__} has no `stage_names`; pass layers=[...] (last conv layer of "
-                             "each stage, low -> high).")
-    layers = check_layers(model, list(layers))
-    if not layers:
-        raise ValueError("layers is empty; give at least one layer.")
-    return layers
-
-
-def _check_labels(labels, n: int, device) -> torch.Tensor | None:
-    if labels is None:
-        return None
-    labels = torch.as_tensor(labels)
-    if labels.shape != (n,) or labels.is_floating_point():
-        raise ValueError(f"labels must be integer class indices [N] = [{n}], got {tuple(labels.shape)} {labels.dtype}.")
-    return labels.to(device)
+def _labels(labels, n: int) -> torch.Tensor | None:
+    """Optional true labels ``[n]`` (CPU LongTensor), or ``None``."""
+    return None if labels is None else check_targets(labels, n, what="labels", allow_predicted=False)
 
 
 def ground_truth_batch(
@@ -323,15 +276,12 @@ def ground_truth_batch(
     -------
     Tensor ``[N, K]``
     """
-    from xailib.gap.module import parse_targets
-
-    _check_model(model)
-    images = check_images(images).to(_model_device(model))
-    check_layers(model, layer)
+    check_model(model)
+    images = check_images(images, model)
+    check_layer(model, layer)
     upper, channels, positions = parse_targets(target, images.shape[0])
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0:
-        raise ValueError(f"chunk must be a positive int (ablated copies per forward pass), got {chunk!r}.")
-    if not _segment_available(model, layer, upper):
+    check_positive_int(chunk, "chunk", hint=" (ablated copies per forward pass)")
+    if not segment_available(model, layer, upper):
         singles = [target] * images.shape[0] if isinstance(target, (int, Neuron)) else list(target)
         return torch.stack([ground_truth_contributions(model, images[i:i + 1], int(t) if isinstance(t, torch.Tensor)
                                                        else t, layer, baseline=baseline)
@@ -342,7 +292,7 @@ def ground_truth_batch(
         channels = channels.to(dev)
         positions = None if positions is None else positions.to(dev)
         f = select_decisions(model.run_segment(acts, start=layer, stop=upper), channels, positions, upper)  # [N]
-        base = _baseline(acts, baseline)
+        base = ablation_baseline(acts, baseline)
         n, k = acts.shape[:2]
         eye = torch.eye(k, dtype=torch.bool, device=dev)[None, :, :, None, None]  # [1, K(copy), K, 1, 1]
         per = max(1, chunk // k)
@@ -390,10 +340,11 @@ def stage_pair_contributions(
     -------
     SanityResult
     """
-    _check_model(model)
-    images = check_images(images).to(_model_device(model))
-    layers = _stages(model, layers)
-    labels = _check_labels(labels, images.shape[0], images.device)
+    check_model(model)
+    images = check_images(images, model)
+    layers = check_layer_list(model, layers)
+    labels = _labels(labels, images.shape[0])
+    labels = None if labels is None else labels.to(images.device)
     if target not in ("predicted", "label"):
         raise ValueError(f"target must be 'predicted' or 'label', got {target!r}.")
     if target == "label" and labels is None:
@@ -480,9 +431,9 @@ def time_gap_vs_ground_truth(
         One row per pair: ``pair``, ``layer``, ``channels``, ``gap_ms``, ``gt_batched_ms``, ``gt_naive_ms``,
         ``naive_over_gap``, ``batched_over_gap``, ``naive_over_batched``.
     """
-    _check_model(model)
-    image = check_images(image, one=True, what="image").to(_model_device(model))
-    layers = _stages(model, layers)
+    check_model(model)
+    image = check_images(image, model, one=True, what="image")
+    layers = check_layer_list(model, layers)
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         raise ValueError(f"repeat must be a positive int, got {repeat!r}.")
     names = pair_names(len(layers))
@@ -541,9 +492,9 @@ def surrogate_keep_masks(
     -------
     dict layer -> BoolTensor ``[N, K_layer]``
     """
-    _check_model(model)
-    images = check_images(images).to(_model_device(model))
-    layers = _stages(model, layers)
+    check_model(model)
+    images = check_images(images, model)
+    layers = check_layer_list(model, layers)
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"k must be a non-negative int (channels kept per decision), got {k!r}.")
     n, dev = images.shape[0], images.device
@@ -633,10 +584,11 @@ def sparse_surrogate_curve(
         One row per (k, method): ``k``, ``method`` ("gAP top-k", "random", "full model"), ``accuracy``,
         ``match_rate``, ``kept_fraction`` (kept channels / all channels over the layers, mean over images).
     """
-    _check_model(model)
-    images = check_images(images).to(_model_device(model))
-    layers = _stages(model, layers)
-    labels = _check_labels(labels, images.shape[0], images.device)
+    check_model(model)
+    images = check_images(images, model)
+    layers = check_layer_list(model, layers)
+    labels = _labels(labels, images.shape[0])
+    labels = None if labels is None else labels.to(images.device)
     if labels is None:
         raise ValueError("labels [N] are needed for the accuracy; pass dataset.labels.")
     if fill not in ("zero", "dataset"):

@@ -48,6 +48,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from xailib.checks import check_images
+
 __all__ = [
     "Normalize",
     "ZooNet",
@@ -255,6 +257,9 @@ class ZooNet(nn.Module):
         self.stage_names = [f"features.stage{k}" for k in range(1, 6)]
         self.dense_name = "head.fc1"
 
+    #: The zoo nets take images of their training size only (:func:`xailib.checks.check_images`).
+    fixed_input_size = True
+
     @property
     def name(self) -> str:
         """The zoo name, ``"<arch>-<dataset>"``."""
@@ -262,11 +267,8 @@ class ZooNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, C, H, W]`` in [0, 1] -> logits ``[B, n_classes]``; ``(C, H, W)`` must be ``input_shape``."""
-        if x.dim() == 4 and tuple(x.shape[1:]) != tuple(self.input_shape):
-            raise ValueError(
-                f"{self.name} expects images [B, {', '.join(map(str, self.input_shape))}] (its training size), got "
-                f"{tuple(x.shape)}; resize the images or load the zoo model of their data set."
-            )
+        if x.dim() == 4:
+            check_images(x, self, move=False)
         return self.head(self.features(self.normalize(x)))
 
     def _stage_index(self, name: str, what: str) -> int:
