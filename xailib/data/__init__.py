@@ -1,4 +1,5 @@
-"""Datasets by name: ConceptWorld (procedural, with ground-truth concepts), Fashion-MNIST, ImageNet folders.
+"""Datasets by name: ConceptWorld (procedural, with ground-truth concepts), Fashion-MNIST, ImageNet folders;
+and concept sets for the concept-based methods.
 
 Every dataset yields ``(image, label)`` with images as float tensors in [0, 1]; normalisation lives in the
 models (their first layer is :class:`xailib.models.Normalize`).
@@ -7,6 +8,15 @@ models (their first layer is :class:`xailib.models.Normalize`).
 >>> test = load_dataset("fashion-mnist", "test", n=500)
 >>> dataset_info("fashion-mnist").input_shape
 (1, 28, 28)
+
+Concept sets (:mod:`xailib.data.concepts`): images that show one concept, with its masks where known, from
+ConceptWorld, a folder in TCAV's layout, or tensors; and random benchmark sets:
+
+>>> from xailib.data import ConceptSet, random_sets
+>>> stripes = ConceptSet.from_folder("concepts/", "stripes", n=50, seed=0, size=224)  # doctest: +SKIP
+>>> randoms = random_sets("concepts/", n_sets=10, n=50, seed=0)  # doctest: +SKIP
+
+Deterministic subsets everywhere come from :func:`xailib.data.sampling.subset_indices`.
 """
 
 from __future__ import annotations
@@ -17,7 +27,11 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["DATASETS", "load_dataset", "dataset_info", "DatasetInfo", "InMemory", "in_memory"]
+from xailib.data.concepts import ConceptFolders, ConceptSet, list_concepts, random_sets
+from xailib.data.sampling import subset_indices
+
+__all__ = ["DATASETS", "load_dataset", "dataset_info", "DatasetInfo", "InMemory", "in_memory",
+           "ConceptSet", "ConceptFolders", "random_sets", "list_concepts", "subset_indices"]
 
 #: Names accepted by :func:`load_dataset`.
 DATASETS: tuple[str, ...] = ("conceptworld", "fashion-mnist", "imagenet-folder")

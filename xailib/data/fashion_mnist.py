@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from xailib.utils import make_generator
+from xailib.data.sampling import subset_indices
 
 __all__ = ["FashionMNIST", "CLASS_NAMES", "read_idx", "find_fashion_mnist", "DEBIAN_DIR", "CACHE_DIR"]
 
@@ -209,7 +209,7 @@ class FashionMNIST(Dataset):
             raise ValueError(f"{_path(folder, lab_stem)} holds label {int(labels.max())}; Fashion-MNIST has 10 classes.")
         self.root = folder
         self.split = split
-        idx = _subset(len(labels), n, seed)
+        idx = subset_indices(len(labels), n, seed)
         self.images = torch.from_numpy(images[idx].astype(np.float32) / 255.0).unsqueeze(1)  # [N, 1, 28, 28]
         self.labels = torch.from_numpy(labels[idx].astype(np.int64))  # [N]
 
@@ -222,14 +222,3 @@ class FashionMNIST(Dataset):
     def __repr__(self) -> str:
         return f"FashionMNIST(split={self.split!r}, n={len(self)}, root='{self.root}')"
 
-
-def _subset(total: int, n: int | None, seed: int) -> np.ndarray:
-    """Indices of a deterministic subset of size ``n`` (all of them when ``n`` is None), sorted."""
-    if n is None:
-        return np.arange(total)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int or None (all images), got {n!r}.")
-    if n > total:
-        raise ValueError(f"n={n} is more than the {total} images of this split; use n=None for all of them.")
-    perm = torch.randperm(total, generator=make_generator(seed))[:n]
-    return np.sort(perm.numpy())

@@ -13,10 +13,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from xailib.data.fashion_mnist import _subset
+from xailib.data.sampling import subset_indices
 
-__all__ = ["ImageFolderDataset", "IMAGE_EXTENSIONS", "eval_transform"]
+__all__ = ["ImageFolderDataset", "IMAGE_EXTENSIONS", "eval_transform", "mask_transform", "image_files",
+           "load_image"]
 
+#: File extensions read as images (compared lower-cased, so ``.JPEG`` and ``.Png`` count too).
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 
 
@@ -25,6 +27,41 @@ def eval_transform(resize: int = 256, crop: int = 224):
     from torchvision import transforms
 
     return transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(crop), transforms.ToTensor()])
+
+
+def mask_transform(resize: int = 256, crop: int = 224):
+    """The geometry of :func:`eval_transform` for masks: PIL image -> ``[1, crop, crop]`` uint8.
+
+    ``Resize(resize)`` with nearest-neighbour interpolation (no grey levels appear on the border), the same
+    ``CenterCrop(crop)``, then ``PILToTensor`` (the grey values 0..255 themselves, not divided by 255). A mask
+    and its image of the same size, passed through this and :func:`eval_transform`, stay registered pixel for
+    pixel. Give it a single-channel (``"L"``) image.
+    """
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.Resize(resize, interpolation=transforms.InterpolationMode.NEAREST),
+                               transforms.CenterCrop(crop), transforms.PILToTensor()])
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """The image files directly in ``folder``, sorted by path.
+
+    A file counts when its extension, lower-cased, is in :data:`IMAGE_EXTENSIONS`; other files (a README,
+    ``.DS_Store``) and sub-folders are skipped. The folder must exist.
+    """
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def load_image(path: str | os.PathLike, transform, mode: str = "RGB"):
+    """Open one image file, convert it to PIL ``mode`` (``"RGB"``, or ``"L"`` for grey) and apply ``transform``.
+
+    With :func:`eval_transform` the result is ``[3, crop, crop]`` (``"RGB"``) or ``[1, crop, crop]`` (``"L"``)
+    in [0, 1]. PIL's errors (``PIL.UnidentifiedImageError`` for a file that is not an image) pass through.
+    """
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return transform(img.convert(mode))
 
 
 class ImageFolderDataset(Dataset):
@@ -74,14 +111,14 @@ class ImageFolderDataset(Dataset):
             raise ValueError(f"{root} has no class sub-folders; expected {layout}.{extra}")
         samples = []
         for label, name in enumerate(classes):
-            files = sorted(p for p in (root / name).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            files = image_files(root / name)
             samples += [(p, label) for p in files]
         if not samples:
             raise ValueError(
                 f"{root} has class sub-folders ({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}) "
                 f"but no images with extensions {', '.join(IMAGE_EXTENSIONS)} in them; expected {layout}."
             )
-        idx = _subset(len(samples), n, seed)
+        idx = subset_indices(len(samples), n, seed, of=f"the folder {root}")
         self.root = root
         self.class_names = classes
         self.samples = [samples[i] for i in idx]
@@ -93,11 +130,8 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
         path, label = self.samples[i]
-        with Image.open(path) as img:
-            return self.transform(img.convert("RGB")), label
+        return load_image(path, self.transform), label
 
     def __repr__(self) -> str:
         return f"ImageFolderDataset(root='{self.root}', n={len(self)}, classes={len(self.class_names)})"

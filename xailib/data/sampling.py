@@ -1,0 +1,102 @@
+"""Deterministic subsets, shared by every loader of :mod:`xailib.data`.
+
+One rule chooses "``n`` of these ``n_total`` items for seed ``s``" everywhere (Fashion-MNIST, ImageNet folders,
+concept sets), so the same seed picks the same items whichever loader asks:
+
+>>> subset_indices(25, 10, seed=3).tolist()
+[0, 5, 6, 9, 10, 11, 12, 16, 18, 21]
+
+Several draws from one seed (the ``i``-th random benchmark set of ``seed``) use :func:`mix_seed` ``(seed, i)``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+from xailib.checks import check_positive_int
+from xailib.utils import make_generator
+
+__all__ = ["subset_indices", "mix_seed", "check_seed"]
+
+
+def subset_indices(n_total: int, n: int | None, seed: int, *, of: str = "this split") -> np.ndarray:
+    """Indices of a deterministic random subset of ``n`` out of ``n_total`` items, sorted.
+
+    The subset is the first ``n`` entries of ``torch.randperm(n_total)`` drawn with a CPU generator seeded with
+    ``seed`` (:func:`xailib.utils.make_generator`), then sorted, so the items keep their original order.
+
+    Parameters
+    ----------
+    n_total : int
+        Number of items to choose from.
+    n : int or None
+        Size of the subset, ``1 <= n <= n_total``; ``None`` keeps every item.
+    seed : int
+        Seed of the generator; the same seed gives the same indices.
+    of : str
+        What the items are, for the error message ("more than the 25 images of <of>").
+
+    Returns
+    -------
+    np.ndarray
+        ``[n]`` int64 indices in increasing order (``[n_total]``, i.e. ``arange(n_total)``, when ``n`` is None).
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is not a positive int or None, or ``n > n_total``.
+    """
+    if n is None:
+        return np.arange(n_total)
+    n = check_positive_int(n, "n", hint=" or None (all images)")
+    if n > n_total:
+        raise ValueError(f"n={n} is more than the {n_total} images of {of}; use n=None for all of them.")
+    perm = torch.randperm(n_total, generator=make_generator(seed))[:n]
+    return np.sort(perm.numpy())
+
+
+def mix_seed(*parts: int) -> int:
+    """Combine integers into one seed in ``[0, 2**63)``, so nearby inputs give unrelated generator streams.
+
+    Each part is folded in with one SplitMix64 step (add the golden-ratio increment, then two
+    xor-shift-multiply rounds); the same function, with the same constants, as ConceptWorld's internal seed
+    mixer. Any sign and size of int is accepted (taken modulo ``2**64``).
+
+    Parameters
+    ----------
+    *parts : int
+        E.g. ``(seed, i)`` for the ``i``-th of several draws made from one user seed.
+
+    Returns
+    -------
+    int
+        A non-negative seed below ``2**63``, valid for ``torch.Generator.manual_seed``.
+    """
+    mask = 0xFFFFFFFFFFFFFFFF
+    h = 0x243F6A8885A308D3
+    for p in parts:
+        h = (h ^ (int(p) & mask)) & mask
+        h = (h + 0x9E3779B97F4A7C15) & mask
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & mask
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def check_seed(seed, name: str = "seed", *, optional: bool = False) -> int | None:
+    """``seed`` as an int (any sign; ``None`` too with ``optional=True``); bools and floats are refused.
+
+    Raises
+    ------
+    TypeError
+        For anything but an int (or None where allowed).
+    """
+    if seed is None and optional:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be an int{' or None' if optional else ''}, got {type(seed).__name__} "
+                        f"{seed!r}; pass e.g. {name}=0.")
+    return int(seed)
