@@ -33,7 +33,8 @@ from typing import Any, Mapping
 
 from xailib.utils import repo_root, resolve_device
 
-__all__ = ["Run", "PROFILES", "git_info", "package_versions", "markdown_table"]
+__all__ = ["Run", "PROFILES", "git_info", "package_versions", "markdown_table", "VERDICTS", "PAPER_TABLE_COLUMNS",
+           "paper_row", "paper_table"]
 
 PROFILES = ("smoke", "default", "paper")
 """Valid values of the ``profile`` notebook parameter: a few seconds, a few minutes, the paper's sizes."""
@@ -401,3 +402,53 @@ _FIG_METADATA: dict[str, dict[str, Any]] = {
     "pdf": {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None},
     "svg": {"Date": None, "Creator": None},
 }
+
+
+# --------------------------------------------------------------------------------------------------
+# The paper-vs-ours table that closes every notebook
+# --------------------------------------------------------------------------------------------------
+
+#: The verdicts a paper-vs-ours row may carry, judged against the paper's own definition of the quantity.
+VERDICTS: tuple[str, ...] = ("reproduced", "partly", "not reproduced", "not comparable")
+#: The columns of every paper-vs-ours table, in order.
+PAPER_TABLE_COLUMNS: tuple[str, ...] = ("artifact", "quantity", "paper", "ours", "verdict", "note")
+
+
+def paper_row(artifact: str, quantity: str, paper, ours, verdict: str, note: str = "") -> dict[str, Any]:
+    """One row of a paper-vs-ours table (see :func:`paper_table`), checked.
+
+    Parameters
+    ----------
+    artifact : str
+        The paper's table or figure, e.g. ``"Table 1"``, ``"Fig. 9"``.
+    quantity : str
+        What the row compares, precise enough to find it in the paper.
+    paper, ours
+        The paper's number (or its claim, as text, where it gives none) and our measured value.
+    verdict : str
+        One of :data:`VERDICTS`. A result that is true by construction on our small nets is
+        ``"not comparable"`` and says so in ``note``, never ``"reproduced"``.
+    note : str
+        Why the verdict is what it is: the rule applied, what differs, sample sizes.
+    """
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}.")
+    for name, value in (("artifact", artifact), ("quantity", quantity)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{name} must be a non-empty string, got {value!r}.")
+    return {"artifact": artifact, "quantity": quantity, "paper": paper, "ours": ours, "verdict": verdict,
+            "note": str(note)}
+
+
+def paper_table(rows) -> "pd.DataFrame":  # noqa: F821 - pandas is imported lazily
+    """The table that closes each notebook: one row per compared quantity, columns :data:`PAPER_TABLE_COLUMNS`.
+
+    ``rows`` are dicts from :func:`paper_row` (or with the same keys; they are checked again here).
+    """
+    import pandas as pd
+
+    checked = [paper_row(**{k: r.get(k, "") for k in PAPER_TABLE_COLUMNS}) for r in rows]
+    out = pd.DataFrame(checked, columns=list(PAPER_TABLE_COLUMNS))
+    for col in ("paper", "ours"):
+        out[col] = out[col].astype(object)
+    return out

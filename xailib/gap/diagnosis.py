@@ -86,8 +86,6 @@ __all__ = [
     "degree_summary",
     "plot_discriminative_degrees",
     "train_biased_model",
-    "PAPER_NUMBERS",
-    "paper_comparison",
 ]
 
 
@@ -1142,92 +1140,3 @@ def train_biased_model(
     info["bias"] = {"context": bias.context, "target_class": bias.target_class, "rate": bias.rate,
                     "other_rate": bias.other_rate}
     return model, info
-
-
-# --------------------------------------------------------------------------------------------------
-# The paper's numbers beside ours
-# --------------------------------------------------------------------------------------------------
-
-#: What Sec. 4.2 of the paper reports in its text (VGG-16 on ImageNet / PASCAL; one image for Figs. 10-11(b)).
-PAPER_NUMBERS = {
-    "fig10_p_wrong": 0.99, "fig10_top_share": 0.323, "fig10_p_after": 0.65,
-    "fig11_true_drop": (11.3, 14.5, 4.7, 11.1), "fig11_adv_rise": (8.7, 10.4, 16.4, 5.5),
-    "fig11_p_clean": 0.92, "fig11_p_adv": 1.00,
-}
-
-
-def _fmt(x, spec=".3f") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
-
-
-def paper_comparison(
-    occlusion: pd.DataFrame | None = None,
-    peaks: pd.DataFrame | None = None,
-    attack_success: float | None = None,
-    context: pd.DataFrame | None = None,
-    degrees: dict[str, pd.DataFrame] | None = None,
-) -> pd.DataFrame:
-    """The paper's reported numbers (Sec. 4.2) beside ours, as text (data and models differ).
-
-    Parameters
-    ----------
-    occlusion : DataFrame from :func:`occlusion_test` (``.table``)
-    peaks : DataFrame from :func:`adversarial_peak_responses`
-    attack_success : float
-        Fraction of correctly classified images the attack fooled.
-    context : DataFrame from :func:`context_assignment` (``.table``), one layer
-    degrees : dict model name -> :func:`degree_summary`
-
-    Returns
-    -------
-    DataFrame with columns ``figure``, ``quantity``, ``paper (VGG-16, ImageNet/VOC)``, ``ours (ConceptWorld zoo)``.
-    """
-    P = PAPER_NUMBERS
-    rows = []
-
-    def add(fig, what, paper, ours):
-        rows.append({"figure": fig, "quantity": what, "paper (VGG-16, ImageNet/VOC)": paper,
-                     "ours (ConceptWorld zoo)": ours})
-
-    if occlusion is not None and len(occlusion):
-        o = occlusion
-        add("Fig. 10", "p(predicted wrong class) before occlusion",
-            f"{P['fig10_p_wrong']:.2f} (one image)", f"{o['p_pred'].mean():.3f} (mean of {len(o)} misclassified)")
-        add("Fig. 10", "share of the top channel of the top layer",
-            f"{P['fig10_top_share']:.3f}", f"{o['upper_share'].mean():.3f} (mean)")
-        add("Fig. 10", "prediction changes after occluding the found region",
-            "yes (one image)", f"{o['changed'].mean():.3f} of images (control, same area shifted: "
-                               f"{o['changed_control'].mean():.3f})")
-        add("Fig. 10", "prediction becomes the true class", f"yes, p={P['fig10_p_after']:.2f}",
-            f"{o['corrected'].mean():.3f} of images (control: {o['corrected_control'].mean():.3f})")
-        add("Fig. 10", "p(old wrong class) after occlusion", "not reported (the true class gets 0.65)",
-            f"{o['p_pred_occluded'].mean():.3f} (control: {o['p_pred_control'].mean():.3f})")
-    if attack_success is not None:
-        add("Fig. 11", "attack success (PGD, L-inf)", "not reported (one example shown)", f"{attack_success:.3f}")
-    if peaks is not None:
-        f = peaks[peaks["fooled"] & (peaks["layer"] == peaks["layer"].iloc[-1])]
-        for kind, key, word in (("true class", "fig11_true_drop", "decrease"), ("adversarial class", "fig11_adv_rise",
-                                                                               "increase")):
-            d = f[f["kind"] == kind]
-            paper = P[key]
-            sign = -1 if word == "decrease" else 1
-            add("Fig. 11", f"change of peak response, top-4 {kind} channels (last stage)",
-                f"{sign * np.mean(paper):+.2f} ({word}s {', '.join(map(str, paper))}; one image)",
-                f"{d['change'].mean():+.3f} mean over {d['image'].nunique()} fooled images "
-                f"(relative {d['change'].sum() / max(d['peak_clean'].sum(), 1e-12):+.1%})")
-            frac = (d["change"] < 0).mean() if word == "decrease" else (d["change"] > 0).mean()
-            add("Fig. 11c", f"fraction of top-4 {kind} channels whose peak {word}s", "all 4 (one image); "
-                "average over ILSVRC val shown as bars", _fmt(float(frac)) if len(d) else "n/a")
-    if context is not None and len(context):
-        c = context
-        add("Fig. 13", "activation maps whose best-IoU region is a context (background) label",
-            "context labels are among the most frequent for bird, boat, train (counts only in the figure)",
-            f"{c['on_context'].mean():.3f} of {len(c)} maps")
-    if degrees:
-        lows = ", ".join(f"{n}: {s['mean_D'].iloc[0]:.2f} -> {s['mean_D'].iloc[-1]:.2f}" for n, s in degrees.items())
-        add("Fig. 14", "mean D (Eq. 13), lowest -> highest stage", "small at low layers, much larger at high layers "
-            "(values only in the figure)", lows)
-        order = sorted(degrees, key=lambda n: -degrees[n]["mean_D"].iloc[-1])
-        add("Fig. 14", "order of D at the highest stage", "ResNet-50 > VGG-16 > AlexNet",
-            " > ".join(f"{n} ({degrees[n]['mean_D'].iloc[-1]:.2f})" for n in order))
-    return pd.DataFrame(rows)

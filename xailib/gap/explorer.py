@@ -55,7 +55,6 @@ __all__ = [
     "guided_crop",
     "walk_top_channels",
     "time_walks",
-    "paper_comparison",
 ]
 
 
@@ -537,60 +536,6 @@ def time_walks(state: ExplorerState, indices: Sequence[int], guided: bool = True
             rows.append({"image": int(i), "step": step, "layer": lay, "gap_ms": 1e3 * g, "guided_ms": 1e3 * gb,
                          "step_ms": 1e3 * st, "back_ms": 1e3 * back, "reexpand_ms": 1e3 * again})
     return pd.DataFrame(rows)
-
-
-def paper_comparison(times, model_name: str, top_n: int, vgg_times=None, device: str = "cpu",
-                     threads: int | None = None):
-    """What the paper's interactive demo offers beside ours, with our measured step times.
-
-    Parameters
-    ----------
-    times : pandas.DataFrame
-        :func:`time_walks` on ``model_name``.
-    model_name : str
-    top_n : int
-        N used in our walk.
-    vgg_times : pandas.DataFrame, optional
-        :func:`time_walks` on torchvision VGG-16 at 224 x 224 (the paper's backbone; weights do not change
-        the time).
-    device : str
-    threads : int, optional
-        ``torch.get_num_threads()`` during the timing.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``aspect``, ``paper`` (what the paper states; it reports no numbers for the demo) and
-        ``ours`` (measured medians over steps and images).
-    """
-    import pandas as pd
-
-    where = f"{device}" + (f", {threads} thread(s)" if threads else "")
-
-    def ms(df, col):
-        return f"{df[col].median():.1f} ms"
-
-    rows = [
-        ("network, data", "VGG-16 on ImageNet / VOC (Fig. 5: 'person')",
-         f"{model_name} on its test images (data and models differ)"),
-        ("decomposition levels", "output -> conv5_3 -> conv4_3 -> conv3_3 -> conv2_2 -> conv1_2 (Sec. 3.2)",
-         "output -> stage 5 -> ... -> stage 1 (last layer of each stage)"),
-        ("channels per decision (N)", "N = 3 in Fig. 5; 'a flexible parameter'", f"top N slider (walk: N = {top_n})"),
-        ("user chooses what to decompose", "yes: 'the user can select any decision and decompose it'",
-         "yes: a button per shown channel; expand(channel=k) for any channel"),
-        ("activation map A_k with peak (Fig. 4 top)", "yes (black dot at the peak)", "yes (black dot at the peak)"),
-        ("guided backprop of the peak feature (Fig. 4 bottom)", "yes", "yes (guided ReLUs; equal to captum on nn.ReLU models)"),
-        ("image / class selection, back, reset, breadcrumb", "not described (demo video only)", "yes"),
-        (f"gAP time per expand step, {model_name}", "-",
-         f"{ms(times, 'gap_ms')} ({where}; whole step {ms(times, 'step_ms')})"),
-        (f"guided backprop per level (N neurons), {model_name}", "-", f"{ms(times, 'guided_ms')} ({where})"),
-        ("back up / re-expand (cached)", "-", f"{ms(times, 'back_ms')} / {ms(times, 'reexpand_ms')}"),
-        ("gAP time per step, VGG-16 224 x 224", "about 50 ms (RTX 2080Ti); 'can immediately yield' explanations",
-         "not measured (smoke profile)" if vgg_times is None else f"{ms(vgg_times, 'gap_ms')} ({where})"),
-        ("guided backprop per level, VGG-16 224 x 224", "not reported",
-         "not measured (smoke profile)" if vgg_times is None else f"{ms(vgg_times, 'guided_ms')} ({where})"),
-    ]
-    return pd.DataFrame(rows, columns=["aspect", "paper (gAP demo)", "ours (measured)"])
 
 
 def _timed(fn) -> float:

@@ -52,8 +52,6 @@ from xailib.gap.module import (
 
 __all__ = [
     "GT_BASELINES",
-    "PAPER_TABLE1",
-    "PAPER_TIMING",
     "StagePair",
     "SanityResult",
     "pcc",
@@ -64,8 +62,6 @@ __all__ = [
     "time_gap_vs_ground_truth",
     "surrogate_keep_masks",
     "sparse_surrogate_curve",
-    "paper_comparison",
-    "paper_timing_comparison",
     "plot_sorted_contributions",
     "plot_channel_counts",
     "plot_sparse_surrogate",
@@ -75,19 +71,6 @@ __all__ = [
 #: "average activation"), to zero ("zero"), or to its mean over the given images and positions ("dataset").
 GT_BASELINES = ("mean", "zero", "dataset")
 
-#: Table 1 of the paper (VGG-16): PCC with the ground truth, per data set, strategy and stage pair.
-PAPER_TABLE1 = {
-    "ImageNet": {
-        "AA": (0.985, 0.959, 0.933, 0.898, 0.895), "MA": (0.897, 0.912, 0.894, 0.864, 0.890),
-        "AG": (0.623, 0.421, 0.497, 0.545, 0.472), "MG": (0.454, 0.456, 0.567, 0.594, 0.606),
-    },
-    "VOC": {
-        "AA": (0.987, 0.961, 0.932, 0.899, 0.893), "MA": (0.917, 0.913, 0.892, 0.856, 0.897),
-        "AG": (0.702, 0.492, 0.525, 0.564, 0.480), "MG": (0.575, 0.525, 0.536, 0.583, 0.669),
-    },
-}
-#: Sec. 4.1: ground truth of one image ~10 s, gAP ~50 ms on VGG-16 / RTX 2080Ti (~200x).
-PAPER_TIMING = {"gap_s": 0.05, "ground_truth_s": 10.0, "ratio": 200.0}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -630,102 +613,6 @@ def sparse_surrogate_curve(
                                  "match_rate": float((p == full).double().mean()), "kept_fraction": frac})
     out = pd.DataFrame(rows)
     out["k"] = out["k"].astype("Int64")
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# The paper's numbers beside ours
-# --------------------------------------------------------------------------------------------------
-
-
-def _paper_dataset(model_name: str) -> str:
-    """Which data set of the paper a zoo model stands in for: ConceptWorld -> ImageNet, Fashion-MNIST -> VOC."""
-    return "VOC" if "fashion" in model_name else "ImageNet"
-
-
-def paper_timing_comparison(timing: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The paper's timing claim (gAP ~50 ms vs ~10 s of ablation, ~200x) beside our measured times, one row each.
-
-    ``timing``: model name -> :func:`time_gap_vs_ground_truth`. Wall-clock times differ from run to run, so
-    this table is kept apart from :func:`paper_comparison`'s (save it with ``wall_clock=True``).
-    """
-    rows = []
-    for name, t in timing.items():
-        top = t.iloc[0]
-        setting = f"{name}, {int(top['channels'])} channels, CPU"
-        rows += [
-            {"item": f"gAP time, {top['pair']} (ms)", "paper": 1e3 * PAPER_TIMING["gap_s"], "ours": top["gap_ms"]},
-            {"item": f"ground truth time, naive reruns, {top['pair']} (ms)",
-             "paper": 1e3 * PAPER_TIMING["ground_truth_s"], "ours": top["gt_naive_ms"]},
-            {"item": f"speed-up gAP vs naive ground truth, {top['pair']} (x)", "paper": PAPER_TIMING["ratio"],
-             "ours": top["naive_over_gap"]},
-            {"item": f"speed-up gAP vs batched suffix ground truth, {top['pair']} (x)", "paper": "n/a",
-             "ours": top["batched_over_gap"]},
-        ]
-        for r in rows[-4:]:
-            r["setting"] = setting
-    return pd.DataFrame(rows, columns=["item", "paper", "ours", "setting"])
-
-
-def paper_comparison(
-    table1: pd.DataFrame,
-    timing: dict[str, pd.DataFrame] | None,
-    counts: dict[str, pd.DataFrame],
-    surrogate: dict[str, pd.DataFrame],
-    k_paper: int = 16,
-) -> pd.DataFrame:
-    """The paper's numbers of Table 1, the timing claim, Fig. 6(b) and Fig. 8 beside ours, one row each.
-
-    Parameters
-    ----------
-    table1 : DataFrame
-        Concatenated :meth:`SanityResult.pcc_table` of the models (with "mean" and "zero" ground truths).
-    timing, counts, surrogate : dict model name -> DataFrame
-        :func:`time_gap_vs_ground_truth` (None: leave the timing rows out, for a table that is byte-identical
-        from run to run; see :func:`paper_timing_comparison`), :meth:`SanityResult.channel_counts`,
-        :func:`sparse_surrogate_curve`.
-    k_paper : int
-        The k the paper reads Fig. 8 at (top-16).
-
-    Returns
-    -------
-    DataFrame
-        Columns ``item``, ``paper`` (VGG-16 on ImageNet / VOC; text where the paper gives no number),
-        ``ours``, ``ours (zero GT)`` (Table 1 only), ``setting`` (our model).
-    """
-    rows = []
-    for name, t in table1.groupby("model", sort=False):
-        ds = _paper_dataset(name)
-        mean, zero = t[t["ground truth"] == "mean"], t[t["ground truth"] == "zero"]
-        pairs = [c for c in t.columns if "->" in c]
-        for s, paper in PAPER_TABLE1[ds].items():
-            ours = mean[mean["strategy"] == s]
-            ours_zero = zero[zero["strategy"] == s]
-            for j, pair in enumerate(pairs):
-                rows.append({"item": f"Table 1 PCC {s} {pair} ({ds})", "paper": paper[j],
-                             "ours": float(ours[pair].iloc[0]) if len(ours) else np.nan,
-                             "ours (zero GT)": float(ours_zero[pair].iloc[0]) if len(ours_zero) else np.nan,
-                             "setting": name})
-    if timing is not None:
-        rows += paper_timing_comparison(timing).to_dict("records")
-    for name, c in counts.items():
-        for i, what in ((0, "top"), (len(c) - 1, "bottom")):
-            rows.append({"item": f"Fig. 6(b) activated / all channels, {c['pair'].iloc[i]} ({what})",
-                         "paper": "few at conv5_3" if what == "top" else "nearly all at conv1_2",
-                         "ours": c["activated"].iloc[i] / c["all"].iloc[i], "setting": name})
-    for name, d in surrogate.items():
-        full = d[d["method"] == "full model"].iloc[0]
-        top = d[(d["method"] == "gAP top-k")]
-        at = top[top["k"] == k_paper] if (top["k"] == k_paper).any() else top.iloc[[-1]]
-        k = int(at["k"].iloc[0])
-        rows += [
-            {"item": f"Fig. 8 surrogate accuracy minus full accuracy, top-{k}", "paper": "~0 (similar accuracy)",
-             "ours": float(at["accuracy"].iloc[0] - full["accuracy"]), "setting": name},
-            {"item": f"Fig. 8 surrogate match rate, top-{k}", "paper": "~1 (almost all samples)",
-             "ours": float(at["match_rate"].iloc[0]), "setting": name},
-        ]
-    out = pd.DataFrame(rows, columns=["item", "paper", "ours", "ours (zero GT)", "setting"])
-    out["paper"] = out["paper"].astype(object)
     return out
 
 
