@@ -1,6 +1,12 @@
-"""Plotting helpers shared by the notebooks: image grids and mask overlays.
+"""Plotting helpers shared by every method: images, heat-map overlays, image grids and mask overlays.
 
-All functions take tensors on any device and return matplotlib figures; nothing here computes a method.
+All functions take tensors on any device; nothing here computes a method.
+
+* :func:`to_numpy_image` -- one image ``[C, H, W]`` (or ``[1, C, H, W]``) as an ``[H, W, 3]`` array.
+* :func:`upsample_map`, :func:`normalized_heat` -- a map ``[h, w]`` (an activation map, a saliency map)
+  upsampled bilinearly to the image, and scaled to [0, 1] by its positive maximum.
+* :func:`heatmap_overlay` -- the one heat-map overlay: the image with a map laid over it (and a peak
+  marked), as an array; :func:`show_overlay` draws it, with a mask contour, on matplotlib axes.
 """
 
 from __future__ import annotations
@@ -10,8 +16,18 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-__all__ = ["to_numpy_image", "image_grid", "overlay_masks"]
+__all__ = [
+    "to_numpy_image",
+    "upsample_map",
+    "normalized_heat",
+    "map_cell_centre",
+    "heatmap_overlay",
+    "show_overlay",
+    "image_grid",
+    "overlay_masks",
+]
 
 # Distinct colours for mask overlays (tab10 without grey).
 _MASK_COLOURS = np.array(
@@ -29,15 +45,92 @@ _MASK_COLOURS = np.array(
 )
 
 
-def to_numpy_image(image: torch.Tensor) -> np.ndarray:
-    """``image: [C, H, W]`` (C = 1 or 3, values in [0, 1]) -> ``[H, W, 3]`` float array for ``imshow``."""
+def to_numpy_image(image: torch.Tensor, scale: str = "clip") -> np.ndarray:
+    """``image: [C, H, W]`` or ``[1, C, H, W]`` (C = 1 or 3) -> ``[H, W, 3]`` float array for ``imshow``.
+
+    ``scale="clip"`` clips to [0, 1] (images in [0, 1]); ``"minmax"`` scales each image to [0, 1] (images
+    of any range, e.g. normalised ones).
+    """
+    if isinstance(image, torch.Tensor) and image.dim() == 4 and image.shape[0] == 1:
+        image = image[0]
     if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] not in (1, 3):
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"Expected one image as a tensor [C, H, W] with C in (1, 3), got {shape}.")
-    arr = image.detach().float().cpu().clamp(0, 1)
+    if scale not in ("clip", "minmax"):
+        raise ValueError(f"scale must be 'clip' or 'minmax', got {scale!r}.")
+    arr = image.detach().float().cpu()
+    arr = arr.clamp(0, 1) if scale == "clip" else (arr - arr.min()) / (arr.max() - arr.min()).clamp_min(1e-12)
     if arr.shape[0] == 1:
         arr = arr.expand(3, -1, -1)
     return arr.permute(1, 2, 0).numpy()
+
+
+def upsample_map(amap, size: tuple[int, int]) -> np.ndarray:
+    """A map ``[h, w]`` (array or tensor) upsampled bilinearly to ``size = (H, W)``: ``[H, W]`` float32."""
+    t = torch.as_tensor(np.asarray(amap.detach().cpu() if isinstance(amap, torch.Tensor) else amap,
+                                   dtype=np.float32))
+    if t.dim() != 2:
+        raise ValueError(f"amap must be one map [h, w], got shape {tuple(t.shape)}.")
+    return F.interpolate(t[None, None], size=tuple(size), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def normalized_heat(amap, size: tuple[int, int]) -> np.ndarray:
+    """:func:`upsample_map`, divided by its positive maximum and clipped to [0, 1] (all 0 if max <= 0)."""
+    up = upsample_map(amap, size)
+    peak = float(up.max())
+    return np.clip(up / peak, 0, 1) if peak > 0 else np.zeros_like(up)
+
+
+def map_cell_centre(position: tuple[int, int], map_shape: tuple[int, int], size: tuple[int, int]):
+    """Centre of map cell ``(y, x)`` of an ``[h, w]`` map in image pixel coordinates ``(col, row)``."""
+    (y, x), (h, w) = position, map_shape
+    return (x + 0.5) * size[1] / w - 0.5, (y + 0.5) * size[0] / h - 0.5
+
+
+def heatmap_overlay(image: torch.Tensor, amap, position: tuple[int, int] | None = None, alpha: float = 0.5,
+                    cmap: str = "jet", scale: str = "clip") -> np.ndarray:
+    """The image with a map laid over it and, optionally, a peak marked as a black dot.
+
+    Parameters
+    ----------
+    image : Tensor ``[1, C, H, W]`` or ``[C, H, W]``
+    amap : array ``[h, w]``
+        Upsampled bilinearly to ``H x W`` and scaled by its positive maximum (:func:`normalized_heat`;
+        negative parts are shown as 0).
+    position : (y, x) in map cells, optional
+        E.g. gAP's peak (Eq. 5); drawn as a black dot of radius ~ H/40 at the centre of that cell.
+    alpha : float
+        Weight of the heat map in the blend.
+
+    Returns
+    -------
+    np.ndarray ``[H, W, 3]`` in [0, 1]
+    """
+    import matplotlib
+
+    rgb = to_numpy_image(image, scale)
+    size = rgb.shape[:2]
+    heat = matplotlib.colormaps[cmap](normalized_heat(amap, size))[..., :3]
+    out = (1 - alpha) * rgb + alpha * heat
+    if position is not None:
+        cx, cy = map_cell_centre(position, np.asarray(amap).shape[-2:], size)
+        rr, cc = np.mgrid[: size[0], : size[1]]
+        out[(rr - cy) ** 2 + (cc - cx) ** 2 <= max(1.0, size[0] / 40) ** 2] = 0.0
+    return out
+
+
+def show_overlay(ax, image: torch.Tensor, heat=None, mask: torch.Tensor | None = None, alpha: float = 0.5,
+                 cmap: str = "jet") -> None:
+    """Draw ``image`` on ``ax`` with ``heat`` (a map ``[h, w]``, :func:`heatmap_overlay`) over it and the
+    outline of ``mask`` (``[H, W]``) in white; no ticks."""
+    if heat is None:
+        ax.imshow(to_numpy_image(image), interpolation="nearest")
+    else:
+        ax.imshow(heatmap_overlay(image, heat, alpha=alpha, cmap=cmap), interpolation="bilinear")
+    if mask is not None:
+        ax.contour(mask.float().cpu().numpy(), levels=[0.5], colors="white", linewidths=1.0)
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def image_grid(

@@ -18,6 +18,7 @@ from xailib.gap import (
     ground_truth_naive,
 )
 from xailib.gap import diagnosis, guided_backprop, sanity
+from xailib.gap.decomposition import decompose_images
 from xailib.gap.baselines import channel_scores, saliency_maps
 from xailib import attacks
 from xailib.layers import count_hooks
@@ -45,7 +46,7 @@ ENTRY_POINTS = {
     # (LRP is left out here: captum's LRP refuses the test's custom Boom module, having no rule for it.)
     "stage_pair_contributions": lambda m, x, t, layer: sanity.stage_pair_contributions(
         m, x, torch.tensor([t]), target="label", baselines=("zero",)),
-    "decompose_images": lambda m, x, t, layer: diagnosis.decompose_images(m, x, [t], top_n=2),
+    "decompose_images": lambda m, x, t, layer: decompose_images(m, x, [t], top_n=2),
     "pgd_attack": lambda m, x, t, layer: attacks.pgd_attack(m, x, [t], eps=0.03, steps=2),
 }
 
@@ -224,7 +225,6 @@ def test_reused_module_as_lower_layer_and_non_tensor_output():
 def test_every_layer_list_is_checked_by_one_rule():
     """decompose, the explorer and the diagnosis functions share check_stage_layers: same errors everywhere."""
     from xailib.gap.decomposition import check_stage_layers
-    from xailib.gap.diagnosis import decompose_images
     from xailib.gap.explorer import ExplorerState
 
     model, x = make(TinyVGG), image()

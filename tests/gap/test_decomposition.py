@@ -173,3 +173,29 @@ def test_torchvision_architectures(arch):
     ref = gap_reference(model, x, decision, layers[-2])
     torch.testing.assert_close(fast.contributions.double(), ref.contributions, rtol=1e-4, atol=1e-6 * ref.contributions.abs().max())
     assert count_hooks(model) == 0
+
+
+@pytest.mark.parametrize("cls", [TinyVGG, TinyResNet, TinyInception])
+@pytest.mark.parametrize("nms_iou", [None, 0.3])
+def test_one_engine_batched_over_images_and_nodes_equals_node_by_node(cls, nms_iou):
+    """decompose_images (the engine, several images at once) gives each image's tree as decompose_nodewise
+    (one full forward and backward per node) does, with and without NMS."""
+    from xailib.gap.decomposition import decompose_images
+
+    model = make(cls)
+    layers = getattr(model, "stage_names", None) or cls.layers
+    x = image(seed=11, batch=3)
+    levels = decompose_images(model, x, targets=[0, 3, 1], layers=layers, top_n=2, image_batch=2, nms_iou=nms_iou,
+                              mask_threshold=0.2)
+    for i, target in enumerate([0, 3, 1]):
+        ref = decompose_nodewise(model, x[i:i + 1], target=target, layers=layers, top_n=2, nms_iou=nms_iou,
+                                 mask_threshold=0.2, keep_maps=False)
+        for nodes, lv in zip(ref.levels()[1:], levels):
+            sel = (lv.image_index == i).nonzero()[:, 0]
+            assert [n.channel for n in nodes] == lv.channel[sel].tolist()
+            assert [tuple(n.position) for n in nodes] == [tuple(p) for p in lv.position[sel].tolist()]
+            torch.testing.assert_close(lv.contribution[sel], torch.tensor([n.contribution for n in nodes],
+                                                                           dtype=lv.contribution.dtype))
+            if nms_iou is not None:
+                assert [n.merged for n in nodes] == [lv.merged[j] for j in sel.tolist()]
+    assert count_hooks(model) == 0

@@ -12,13 +12,12 @@ from tiny_models import Boom, TinyResNet, TinyVGG, image, make
 from torch import nn
 
 from xailib.gap import decompose
+from xailib.gap.decomposition import DecisionLevel, decompose_images
 from xailib.gap.diagnosis import (
-    DecisionLevel,
     adversarial_peak_responses,
     channel_class_counts,
     context_assignment,
     context_summary,
-    decompose_images,
     degree_summary,
     discriminative_degree,
     discriminative_degrees,

@@ -59,9 +59,12 @@ from xailib.gap.module import (
     check_strategy,
     peak_positions,
 )
+from xailib.batching import class_scores
 from xailib.gap.receptive import crop_statistics, uncrop
 
 __all__ = [
+    "DecisionLevel",
+    "decompose_images",
     "DecompositionNode",
     "DecompositionTree",
     "decompose",
@@ -343,41 +346,174 @@ def _class_target(target, logits: torch.Tensor) -> int:
     return int(check_targets(target, 1, classes=logits.shape[1], allow_predicted=False)[0])
 
 
-def _children(
-    level_nodes: list[DecompositionNode], layer: str, contributions: torch.Tensor, maps: torch.Tensor,
-    peaks: torch.Tensor, features: torch.Tensor, top_n: int, nms_iou, mask_threshold, keep_maps: bool,
-    full_maps=None,
-) -> list[DecompositionNode]:
-    """Attach the selected channels of ``layer`` as children of ``level_nodes`` (row d = node d).
+# --------------------------------------------------------------------------------------------------
+# The engine: all decisions of a tree level, of a batch of images, at once
+# --------------------------------------------------------------------------------------------------
 
-    ``maps`` may be crops (one crop per decision, zero outside): NMS masks and IoUs are the same on the
-    crop as on the full map. ``full_maps(d_idx, ch) -> [M, h, w]`` then gives the full maps to keep;
-    ``features`` is always the full lower map ``[D, K, h, w]`` (may be an expanded view).
+
+@dataclass
+class DecisionLevel:
+    """The nodes of one level of the hierarchical decomposition of ``B`` images: ``D`` selected channels.
+
+    Row ``d`` is channel ``channel[d]`` of ``layer`` at position ``position[d]`` (Eq. 5), selected among
+    the top-N (Eq. 4) for the decision ``parent[d]`` of the level above (a class score at the first level).
+
+    Attributes
+    ----------
+    layer : str
+    n_channels : int
+        ``K``, channels of the layer.
+    image_index : LongTensor ``[D]``
+        Image of each node (index into the images passed).
+    parent : LongTensor ``[D]``
+        Row of the parent decision in the level above; at the first level, the image index.
+    rank : LongTensor ``[D]``
+        0 for the parent's most important channel, 1 for the next, ...
+    channel : LongTensor ``[D]``
+    position : LongTensor ``[D, 2]``
+        ``(y, x)`` of the activation map's peak (Eq. 5).
+    contribution : Tensor ``[D]``
+        ``alpha^l_k`` (Eq. 4 for strategy "AA").
+    share : Tensor ``[D]``
+        ``alpha^l_k / sum_k' max(alpha^l_k', 0)``: the channel's share of the positive contributions to
+        its parent's decision (the paper's "with a 32.3% contribution").
+    score : Tensor ``[D]``
+        The feature value ``F^l_{k, y^, x^}`` at the peak: the decision decomposed at the next level.
+    activation_map : Tensor ``[D, h, w]`` or None
+        ``A^l_k`` for the parent's decision (Eq. 3), kept for the layers in ``keep_maps``.
+    merged : list of list of int, or None
+        With NMS: for each node, the channels merged into it (their masks overlap with IoU above the
+        threshold); ``None`` without NMS.
     """
-    kept, merged_into = select_channels(contributions, maps, top_n, nms_iou, mask_threshold)
-    d_idx, slot = torch.nonzero(kept >= 0, as_tuple=True)
-    ch = kept[d_idx, slot]
-    pos = peaks[d_idx, ch]  # [M, 2]
-    vals = features[d_idx, ch, pos[:, 0], pos[:, 1]]
-    contrib = contributions[d_idx, ch]
-    thumbs = None
-    if keep_maps:
-        thumbs = (maps[d_idx, ch] if full_maps is None else full_maps(d_idx, ch)).float().cpu().numpy()
-    d_idx_l, ch_l, pos_l = d_idx.tolist(), ch.tolist(), pos.tolist()
-    vals_l, contrib_l, slot_l = vals.tolist(), contrib.tolist(), slot.tolist()
-    merged_l = merged_into.tolist() if nms_iou is not None else None  # without NMS nothing is merged
-    new = []
-    for i in range(len(ch_l)):  # building Python objects, one per selected channel
-        d = d_idx_l[i]
-        node = DecompositionNode(
-            layer=layer, channel=ch_l[i], position=(pos_l[i][0], pos_l[i][1]), contribution=contrib_l[i],
-            score=vals_l[i],
-            merged=[] if merged_l is None else [c for c, s in enumerate(merged_l[d]) if s == slot_l[i]],
-            activation_map=None if thumbs is None else thumbs[i],
+
+    layer: str
+    n_channels: int
+    image_index: torch.Tensor
+    parent: torch.Tensor
+    rank: torch.Tensor
+    channel: torch.Tensor
+    position: torch.Tensor
+    contribution: torch.Tensor
+    share: torch.Tensor
+    score: torch.Tensor
+    activation_map: torch.Tensor | None = None
+    merged: list[list[int]] | None = None
+
+    def __len__(self) -> int:
+        return int(self.channel.shape[0])
+
+
+def _decompose_levels(model, images, targets, layers, top_n, strategy, nms_iou, mask_threshold, keep_maps, acts,
+                      segment, crop, max_batch_bytes, progress) -> list[DecisionLevel]:
+    """The hierarchical decomposition of ``images: [B, C, H, W]``, one level at a time (Sec. 3.2).
+
+    Level ``j`` decomposes all decisions of level ``j - 1`` of all images together: Eq. (2) by the batched
+    engine (on crops of the lower map where the receptive fields are exact, Eqs. 3-5 over the full map
+    computed from the crops; else on full maps), then Eqs. (3)-(5), the top-N (with optional NMS).
+    ``acts`` holds the stage outputs of ``images`` on the segment path (``{}`` otherwise).
+    """
+    channels, positions, upper = targets, None, None
+    image_index = torch.arange(images.shape[0])
+    levels: list[DecisionLevel] = []
+    for lower in tqdm(list(reversed(layers)), disable=not progress, desc="gAP levels", leave=False):
+        rf = crop_field(model, lower, upper, positions, acts.get(lower), crop, segment) if segment else None
+        if rf is not None:  # Eq. (2) on crops, Eqs. (3)-(5) over the full map from the crops
+            g, f, _, offsets = cropped_gradients(model, acts[lower], lower, upper, channels, positions,
+                                                 image_index, rf, max_batch_bytes, progress)
+            a, alpha, peaks = crop_statistics(g, f, offsets, rf.in_size, strategy)
+
+            def maps_of(d_idx, ch, a=a, offsets=offsets, size=rf.in_size):  # the full maps, zero outside the crops
+                return uncrop(a[d_idx, ch], offsets[d_idx], size)
+
+            def feature_at(d_idx, ch, pos, lower=lower):
+                return acts[lower][image_index.to(acts[lower].device)[d_idx], ch, pos[:, 0], pos[:, 1]]
+        else:
+            g, f, _ = decision_gradients(
+                model, images, lower, upper, channels, positions, image_index, lower_acts=acts.get(lower),
+                use_segment=segment, max_batch_bytes=max_batch_bytes, progress=progress, crop=False,
+            )
+            if g.dim() != 4:
+                raise ValueError(f"Layer {lower!r} has per-image shape {tuple(g.shape[1:])}; gAP needs a conv "
+                                 "feature map [K, h, w].")
+            a = activation_maps(g, f)  # Eq. (3), [D, K, h, w]
+            alpha = channel_contributions(g, f, strategy)  # Eq. (4), [D, K]
+            peaks = peak_positions(a)  # Eq. (5), [D, K, 2]
+
+            def maps_of(d_idx, ch, a=a):
+                return a[d_idx, ch]
+
+            def feature_at(d_idx, ch, pos, f=f):
+                return f[d_idx, ch, pos[:, 0], pos[:, 1]]
+        kept, merged_into = select_channels(alpha, a, top_n, nms_iou, mask_threshold)  # best first
+        d_idx, slot = torch.nonzero(kept >= 0, as_tuple=True)  # rows in (decision, rank) order
+        ch = kept[d_idx, slot]
+        pos = peaks[d_idx, ch]
+        contrib = alpha[d_idx, ch]
+        positive = alpha.clamp_min(0).sum(1)[d_idx]  # [D']
+        share = torch.where(positive > 0, contrib / positive.clamp_min(1e-30), torch.zeros_like(contrib))
+        keep = lower in keep_maps
+        merged = None
+        if nms_iou is not None:
+            merged_l, d_l, s_l = merged_into.tolist(), d_idx.tolist(), slot.tolist()
+            merged = [[c for c, s in enumerate(merged_l[d]) if s == sl] for d, sl in zip(d_l, s_l)]
+        level = DecisionLevel(
+            layer=lower, n_channels=int(alpha.shape[1]), image_index=image_index[d_idx.cpu()], parent=d_idx.cpu(),
+            rank=slot.cpu(), channel=ch.cpu(), position=pos.cpu(), contribution=contrib.detach().cpu(),
+            share=share.detach().cpu(), score=feature_at(d_idx, ch, pos).detach().cpu(),
+            activation_map=maps_of(d_idx, ch).detach().cpu() if keep else None,
+            merged=merged,
         )
-        level_nodes[d].children.append(node)
-        new.append(node)
-    return new
+        levels.append(level)
+        channels, positions, image_index, upper = level.channel, level.position, level.image_index, lower
+        del g, f, a
+    return levels
+
+
+def _merge_levels(chunks: list[list[DecisionLevel]], offsets: list[int]) -> list[DecisionLevel]:
+    """Concatenate per-image-chunk levels, shifting image indices and parent rows."""
+    merged = []
+    for depth in range(len(chunks[0])):
+        parts = [c[depth] for c in chunks]
+        if depth > 0:
+            sizes = [len(c[depth - 1]) for c in chunks]
+            row_offsets = list(np.cumsum([0] + sizes[:-1]))
+        else:
+            row_offsets = offsets
+        maps = [p.activation_map for p in parts]
+        merged.append(DecisionLevel(
+            layer=parts[0].layer, n_channels=parts[0].n_channels,
+            image_index=torch.cat([p.image_index + o for p, o in zip(parts, offsets)]),
+            parent=torch.cat([p.parent + int(o) for p, o in zip(parts, row_offsets)]),
+            rank=torch.cat([p.rank for p in parts]), channel=torch.cat([p.channel for p in parts]),
+            position=torch.cat([p.position for p in parts]), contribution=torch.cat([p.contribution for p in parts]),
+            share=torch.cat([p.share for p in parts]), score=torch.cat([p.score for p in parts]),
+            activation_map=None if maps[0] is None else torch.cat(maps),
+            merged=None if parts[0].merged is None else [m for p in parts for m in p.merged],
+        ))
+    return merged
+
+
+def _segment_for(model: nn.Module, layers: list[str], use_segment) -> bool:
+    """Whether every level can run ``model.run_segment`` (``use_segment``: "auto", True or False)."""
+    return resolve_segment(model, layers[-1], None, use_segment) and all(
+        segment_available(model, lo, None) for lo in layers)
+
+
+def _tree_from_levels(root: DecompositionNode, levels: list[DecisionLevel], keep_maps: bool) -> None:
+    """Attach the nodes of ``levels`` (one image) below ``root``."""
+    parents = [root]
+    for level in levels:
+        maps = level.activation_map.float().numpy() if keep_maps and level.activation_map is not None else None
+        rows = zip(level.parent.tolist(), level.channel.tolist(), level.position.tolist(), level.contribution.tolist(),
+                   level.score.tolist())
+        new = []
+        for i, (p, ch, pos, contrib, score) in enumerate(rows):  # building Python objects, one per node
+            node = DecompositionNode(layer=level.layer, channel=ch, position=(pos[0], pos[1]), contribution=contrib,
+                                     score=score, merged=[] if level.merged is None else level.merged[i],
+                                     activation_map=None if maps is None else maps[i])
+            parents[p].children.append(node)
+            new.append(node)
+        parents = new
 
 
 # --------------------------------------------------------------------------------------------------
@@ -449,9 +585,7 @@ def decompose(
     """
     image, layers, strategy = _check_common(model, image, layers, top_n, strategy, nms_iou, mask_threshold)
     check_crop(crop)
-    segment = resolve_segment(model, layers[-1], None, use_segment) and all(
-        segment_available(model, lo, None) for lo in layers
-    )
+    segment = _segment_for(model, layers, use_segment)
     if not segment and len(layers) > 1:
         crop_field(model, layers[0], layers[1], None, None, crop, segment)  # raises for crop=True
     with model_state(model, train=False, requires_grad=False):
@@ -464,34 +598,92 @@ def decompose(
         check_class_scores(logits)
         target = _class_target(target, logits)
         root = DecompositionNode(layer=OUTPUT, channel=target, score=float(logits[0, target]))
-        level, upper = [root], None
-        for lower in tqdm(list(reversed(layers)), disable=not progress, desc="gAP levels", leave=False):
-            channels = torch.tensor([n.channel for n in level], dtype=torch.long)
-            positions = None if upper is None else torch.tensor([n.position for n in level], dtype=torch.long)
-            image_index = torch.zeros(len(level), dtype=torch.long)
-            rf = crop_field(model, lower, upper, positions, acts.get(lower), crop, segment) if segment else None
-            if rf is not None:  # Eq. (2) on crops, Eqs. (3)-(5) over the full map from the crops
-                g, f, _, offsets = cropped_gradients(model, acts[lower], lower, upper, channels, positions,
-                                                     image_index, rf, max_batch_bytes, progress)
-                a, contributions, peaks = crop_statistics(g, f, offsets, rf.in_size, strategy)
-                full = acts[lower].expand(len(level), *acts[lower].shape[1:])
-
-                def full_maps(d_idx, ch, a=a, offsets=offsets, size=rf.in_size):
-                    return uncrop(a[d_idx, ch], offsets[d_idx], size)
-
-                level = _children(level, lower, contributions, a, peaks, full, top_n, nms_iou, mask_threshold,
-                                  keep_maps, full_maps)
-            else:
-                g, f, _ = decision_gradients(
-                    model, image, lower, upper, channels, positions, image_index, lower_acts=acts.get(lower),
-                    use_segment=segment, max_batch_bytes=max_batch_bytes, progress=progress, crop=False,
-                )
-                a = activation_maps(g, f)  # Eq. (3)
-                level = _children(level, lower, channel_contributions(g, f, strategy), a, peak_positions(a), f,
-                                  top_n, nms_iou, mask_threshold, keep_maps)
-            upper = lower
+        levels = _decompose_levels(model, image, torch.tensor([target]), layers, top_n, strategy, nms_iou,
+                                   mask_threshold, set(layers) if keep_maps else set(), acts, segment, crop,
+                                   max_batch_bytes, progress)
+    _tree_from_levels(root, levels, keep_maps)
     return DecompositionTree(root, layers, target, top_n, strategy, nms_iou, float(mask_threshold),
                              tuple(image.shape[-2:]))
+
+
+def decompose_images(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets=None,
+    layers: Sequence[str] | None = None,
+    top_n: int = 3,
+    strategy: str = "AA",
+    keep_maps: Sequence[str] = (),
+    image_batch: int = 16,
+    max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
+    progress: bool = False,
+    nms_iou: float | None = None,
+    mask_threshold: float = DEFAULT_MASK_THRESHOLD,
+    use_segment: bool | str = "auto",
+    crop: bool | str = "auto",
+) -> list[DecisionLevel]:
+    """Hierarchical decomposition (Sec. 3.2) of one class decision per image, batched over images and nodes.
+
+    The engine of :func:`decompose` for ``B`` images at once, as flat tensors per level instead of a tree:
+    the class score is decomposed onto the top layer by gAP (Eqs. 2-5), its top-N channels (Eq. 4) are
+    decided at their peaks (Eq. 5) and decomposed onto the layer below, down to ``layers[0]``. All
+    decisions of one level, of all images of a chunk, go in one batched backward.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Runs in eval mode with frozen parameters for the call; both are restored.
+    images : Tensor ``[B, C, H, W]``
+    targets : None, "predicted", int, sequence of int or LongTensor ``[B]``
+        Class decision per image; ``None`` or ``"predicted"`` = the predicted class.
+    layers : sequence of str or None
+        Layers low -> high; ``None`` = ``model.stage_names``.
+    top_n : int
+        N, channels kept per decision (the paper: 3).
+    strategy : {"AA", "MA", "AG", "MG"}
+        Channel ranking of Table 1; "AA" is Eq. (4).
+    keep_maps : sequence of str
+        Layers whose nodes keep their activation map ``[h, w]``.
+    image_batch : int
+        Images decomposed together (memory: level ``j`` holds ``image_batch * N^j`` decisions).
+    max_batch_bytes : int or None
+        Memory cap per chunk of decisions inside a level (see :class:`xailib.gap.GAP`).
+    nms_iou, mask_threshold, use_segment, crop
+        As in :func:`decompose`.
+
+    Returns
+    -------
+    list of DecisionLevel
+        From the top layer (``B * N`` nodes) down to ``layers[0]`` (``B * N^L`` nodes).
+    """
+    check_model(model)
+    images = check_images(images, model, what="images")
+    layers = check_layer_list(model, layers)
+    check_positive_int(top_n, "top_n", hint=" (the paper uses N = 3)")
+    check_positive_int(image_batch, "image_batch")
+    strategy = check_strategy(strategy)
+    if nms_iou is not None:
+        check_fraction(nms_iou, "nms_iou", hint=" (the paper uses 0.9; None = no NMS)")
+    check_fraction(mask_threshold, "mask_threshold", high_open=True)
+    check_crop(crop)
+    keep_maps = [keep_maps] if isinstance(keep_maps, str) else list(keep_maps)
+    bad = [n for n in keep_maps if n not in layers]
+    if bad:
+        raise ValueError(f"keep_maps names {bad} are not among the decomposed layers {layers}.")
+    segment = _segment_for(model, layers, use_segment)
+    with model_state(model, train=False, requires_grad=False):
+        logits = class_scores(model, images)
+        targets = logits.argmax(1).cpu() if targets is None or targets == "predicted" else check_targets(
+            targets, images.shape[0], classes=logits.shape[1], what="targets", allow_predicted=False)
+        chunks, offsets = [], []
+        for s in tqdm(range(0, images.shape[0], image_batch), disable=not progress, desc="gAP images", leave=False):
+            x = images[s:s + image_batch]
+            acts = layer_outputs(model, x, layers)[0] if segment else {}
+            chunks.append(_decompose_levels(model, x, targets[s:s + image_batch], layers, top_n, strategy, nms_iou,
+                                            mask_threshold, set(keep_maps), acts, segment, crop, max_batch_bytes,
+                                            False))
+            offsets.append(s)
+    return _merge_levels(chunks, offsets)
 
 
 def decompose_nodewise(
@@ -528,9 +720,19 @@ def decompose_nodewise(
             decision = node.channel if node.layer == OUTPUT else Neuron(node.layer, node.channel, *node.position)
             r = gap.attribute(image, target=decision, layer=layers[i], strategy=strategy)
             bar.update(1)
-            kids = _children([node], layers[i], r.contributions, r.activation_maps, r.peaks, r.features,
-                             top_n, nms_iou, mask_threshold, keep_maps)
-            stack.extend((c, i - 1) for c in kids)
+            kept, merged_into = select_channels(r.contributions, r.activation_maps, top_n, nms_iou, mask_threshold)
+            for slot, ch in enumerate(kept[0].tolist()):
+                if ch < 0:  # fewer channels than N left after NMS
+                    continue
+                y, x = r.peaks[0, ch].tolist()
+                kid = DecompositionNode(
+                    layer=layers[i], channel=ch, position=(y, x), contribution=float(r.contributions[0, ch]),
+                    score=float(r.features[0, ch, y, x]),
+                    merged=[] if nms_iou is None else [c for c, s in enumerate(merged_into[0].tolist()) if s == slot],
+                    activation_map=r.activation_maps[0, ch].float().cpu().numpy() if keep_maps else None,
+                )
+                node.children.append(kid)
+                stack.append((kid, i - 1))
         bar.close()
     return DecompositionTree(root, layers, target, top_n, strategy, nms_iou, float(mask_threshold),
                              tuple(image.shape[-2:]))

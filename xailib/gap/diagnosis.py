@@ -23,9 +23,9 @@ function:
   images of class ``c``; :func:`discriminative_degrees` runs the decompositions,
   :func:`degree_summary` averages per layer. Figure: :func:`plot_discriminative_degrees`.
 
-All of it rests on :func:`decompose_images`, the hierarchical decomposition of Sec. 3.2 batched over
-*images* (``xailib.gap.decompose`` explains one image): one batched gAP backward per tree level for all
-decisions of all images, equal to :func:`xailib.gap.decompose` image by image (tested).
+All of it rests on :func:`xailib.gap.decomposition.decompose_images`, the one decomposition engine of
+Sec. 3.2 batched over images and over the nodes of a tree level (``xailib.gap.decompose`` is the same
+engine for one image, as a tree).
 
 An optional planted-bias model for the context analysis is trained by :func:`train_biased_model`.
 """
@@ -41,7 +41,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from xailib.batching import class_scores
 from xailib.checks import (
@@ -55,13 +54,11 @@ from xailib.checks import (
 )
 from xailib.layers import model_state
 from xailib.metrics import mask_iou
-from xailib.gap.decomposition import DEFAULT_MASK_THRESHOLD, select_channels
+from xailib.gap.decomposition import DEFAULT_MASK_THRESHOLD, DecisionLevel, decompose_images
 from xailib.gap.gradients import DEFAULT_MAX_BATCH_BYTES, decision_gradients, layer_outputs, segment_available
-from xailib.gap.module import activation_maps, channel_contributions, check_strategy, peak_positions
+from xailib.gap.module import channel_contributions
 
 __all__ = [
-    "DecisionLevel",
-    "decompose_images",
     "region_masks",
     "shifted_masks",
     "occlude",
@@ -69,210 +66,18 @@ __all__ = [
     "OcclusionResult",
     "occlusion_test",
     "occlusion_summary",
-    "plot_occlusion",
-    "pgd_attack",
-    "fgsm_attack",
     "adversarial_peak_responses",
     "peak_response_summary",
-    "plot_peak_responses",
     "mask_iou",
     "ContextResult",
     "context_assignment",
     "context_summary",
-    "plot_context_example",
     "channel_class_counts",
     "discriminative_degree",
     "discriminative_degrees",
     "degree_summary",
-    "plot_discriminative_degrees",
     "train_biased_model",
 ]
-
-
-# --------------------------------------------------------------------------------------------------
-# The hierarchical decomposition batched over images
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DecisionLevel:
-    """The nodes of one level of the hierarchical decomposition of ``B`` images: ``D`` selected channels.
-
-    Row ``d`` is channel ``channel[d]`` of ``layer`` at position ``position[d]`` (Eq. 5), selected among
-    the top-N (Eq. 4) for the decision ``parent[d]`` of the level above (a class score at the first level).
-
-    Attributes
-    ----------
-    layer : str
-    n_channels : int
-        ``K``, channels of the layer.
-    image_index : LongTensor ``[D]``
-        Image of each node (index into the images passed).
-    parent : LongTensor ``[D]``
-        Row of the parent decision in the level above; at the first level, the image index.
-    rank : LongTensor ``[D]``
-        0 for the parent's most important channel, 1 for the next, ...
-    channel : LongTensor ``[D]``
-    position : LongTensor ``[D, 2]``
-        ``(y, x)`` of the activation map's peak (Eq. 5).
-    contribution : Tensor ``[D]``
-        ``alpha^l_k`` (Eq. 4 for strategy "AA").
-    share : Tensor ``[D]``
-        ``alpha^l_k / sum_k' max(alpha^l_k', 0)``: the channel's share of the positive contributions to
-        its parent's decision (the paper's "with a 32.3% contribution").
-    score : Tensor ``[D]``
-        The feature value ``F^l_{k, y^, x^}`` at the peak: the decision decomposed at the next level.
-    activation_map : Tensor ``[D, h, w]`` or None
-        ``A^l_k`` for the parent's decision (Eq. 3), kept for the layers in ``keep_maps``.
-    """
-
-    layer: str
-    n_channels: int
-    image_index: torch.Tensor
-    parent: torch.Tensor
-    rank: torch.Tensor
-    channel: torch.Tensor
-    position: torch.Tensor
-    contribution: torch.Tensor
-    share: torch.Tensor
-    score: torch.Tensor
-    activation_map: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return int(self.channel.shape[0])
-
-
-def _decompose_chunk(model, images, targets, layers, top_n, strategy, keep_maps, acts, segment, max_batch_bytes,
-                     progress) -> list[DecisionLevel]:
-    b = images.shape[0]
-    channels, positions = targets, None
-    image_index = torch.arange(b)
-    upper = None
-    levels: list[DecisionLevel] = []
-    for lower in reversed(layers):
-        g, f, _ = decision_gradients(
-            model, images, lower, upper, channels, positions, image_index, lower_acts=acts.get(lower),
-            use_segment=segment, max_batch_bytes=max_batch_bytes, progress=progress,
-        )
-        if g.dim() != 4:
-            raise ValueError(f"Layer {lower!r} has per-image shape {tuple(g.shape[1:])}; gAP needs a conv feature "
-                             "map [K, h, w].")
-        a = activation_maps(g, f)  # Eq. (3), [D, K, h, w]
-        alpha = channel_contributions(g, f, strategy)  # Eq. (4), [D, K]
-        peaks = peak_positions(a)  # Eq. (5), [D, K, 2]
-        kept, _ = select_channels(alpha, a, top_n)  # [D, n], best first (ties: lower channel)
-        d, n = kept.shape
-        rows = torch.arange(d, device=kept.device).repeat_interleave(n)
-        ch = kept.flatten()
-        pos = peaks[rows, ch]
-        positive = alpha.clamp_min(0).sum(1)  # [D]
-        contrib = alpha[rows, ch]
-        share = torch.where(positive[rows] > 0, contrib / positive[rows].clamp_min(1e-30), torch.zeros_like(contrib))
-        level = DecisionLevel(
-            layer=lower, n_channels=int(a.shape[1]), image_index=image_index[rows.cpu()], parent=rows.cpu(),
-            rank=torch.arange(n).repeat(d), channel=ch.cpu(), position=pos.cpu(), contribution=contrib.detach().cpu(),
-            share=share.detach().cpu(), score=f[rows, ch, pos[:, 0], pos[:, 1]].detach().cpu(),
-            activation_map=a[rows, ch].detach().cpu() if lower in keep_maps else None,
-        )
-        levels.append(level)
-        channels, positions, image_index, upper = level.channel, level.position, level.image_index, lower
-        del g, f, a
-    return levels
-
-
-def _merge_levels(chunks: list[list[DecisionLevel]], offsets: list[int]) -> list[DecisionLevel]:
-    """Concatenate per-image-chunk levels, shifting image indices and parent rows."""
-    merged = []
-    for depth in range(len(chunks[0])):
-        parts = [c[depth] for c in chunks]
-        row_offsets = [0] * len(chunks)
-        if depth > 0:
-            sizes = [len(c[depth - 1]) for c in chunks]
-            row_offsets = list(np.cumsum([0] + sizes[:-1]))
-        else:
-            row_offsets = offsets
-        maps = [p.activation_map for p in parts]
-        merged.append(DecisionLevel(
-            layer=parts[0].layer, n_channels=parts[0].n_channels,
-            image_index=torch.cat([p.image_index + o for p, o in zip(parts, offsets)]),
-            parent=torch.cat([p.parent + int(o) for p, o in zip(parts, row_offsets)]),
-            rank=torch.cat([p.rank for p in parts]), channel=torch.cat([p.channel for p in parts]),
-            position=torch.cat([p.position for p in parts]), contribution=torch.cat([p.contribution for p in parts]),
-            share=torch.cat([p.share for p in parts]), score=torch.cat([p.score for p in parts]),
-            activation_map=None if maps[0] is None else torch.cat(maps),
-        ))
-    return merged
-
-
-def decompose_images(
-    model: nn.Module,
-    images: torch.Tensor,
-    targets=None,
-    layers: Sequence[str] | None = None,
-    top_n: int = 3,
-    strategy: str = "AA",
-    keep_maps: Sequence[str] = (),
-    image_batch: int = 16,
-    max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
-    progress: bool = False,
-) -> list[DecisionLevel]:
-    """Hierarchical decomposition (Sec. 3.2) of one class decision per image, batched over images.
-
-    The same tree as :func:`xailib.gap.decompose` (without NMS) for every image: the class score is
-    decomposed onto the top layer by gAP (Eqs. 2-5), its top-N channels (Eq. 4) are decided at their
-    peaks (Eq. 5) and decomposed onto the layer below, down to ``layers[0]``. All decisions of one level,
-    of all images of a chunk, go in one batched backward.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Runs in eval mode with frozen parameters for the call; both are restored.
-    images : Tensor ``[B, C, H, W]``
-    targets : None, int, sequence of int or LongTensor ``[B]``
-        Class decision per image; ``None`` = the predicted class.
-    layers : sequence of str or None
-        Layers low -> high; ``None`` = ``model.stage_names``.
-    top_n : int
-        N, channels kept per decision (the paper: 3).
-    strategy : {"AA", "MA", "AG", "MG"}
-        Channel ranking of Table 1; "AA" is Eq. (4).
-    keep_maps : sequence of str
-        Layers whose nodes keep their activation map ``[h, w]``.
-    image_batch : int
-        Images decomposed together (memory: level ``j`` holds ``image_batch * N^j`` decisions).
-    max_batch_bytes : int or None
-        Memory cap per chunk of decisions inside a level (see :class:`xailib.gap.GAP`).
-    progress : bool
-        tqdm bar over image chunks.
-
-    Returns
-    -------
-    list of DecisionLevel
-        From the top layer (``B * N`` nodes) down to ``layers[0]`` (``B * N^L`` nodes).
-    """
-    check_model(model)
-    images = check_images(images, model, what="images")
-    layers = check_layer_list(model, layers)
-    check_positive_int(top_n, "top_n", hint=" (the paper uses N = 3)")
-    check_positive_int(image_batch, "image_batch")
-    strategy = check_strategy(strategy)
-    keep_maps = [keep_maps] if isinstance(keep_maps, str) else list(keep_maps)
-    bad = [n for n in keep_maps if n not in layers]
-    if bad:
-        raise ValueError(f"keep_maps names {bad} are not among the decomposed layers {layers}.")
-    segment = all(segment_available(model, lo, None) for lo in layers)
-    with model_state(model, train=False, requires_grad=False):
-        logits = class_scores(model, images)
-        targets = logits.argmax(1).cpu() if targets is None else check_targets(
-            targets, images.shape[0], classes=logits.shape[1], what="targets", allow_predicted=False)
-        chunks, offsets = [], []
-        for s in tqdm(range(0, images.shape[0], image_batch), disable=not progress, desc="gAP images", leave=False):
-            x = images[s:s + image_batch]
-            acts = layer_outputs(model, x, layers)[0] if segment else {}
-            chunks.append(_decompose_chunk(model, x, targets[s:s + image_batch], layers, top_n, strategy,
-                                           set(keep_maps), acts, segment, max_batch_bytes, False))
-            offsets.append(s)
-    return _merge_levels(chunks, offsets)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -540,56 +345,6 @@ def occlusion_summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _overlay(ax, image: torch.Tensor, heat: torch.Tensor | None = None, mask: torch.Tensor | None = None):
-    from xailib.plotting import to_numpy_image
-
-    ax.imshow(to_numpy_image(image.cpu()), interpolation="nearest")
-    h, w = image.shape[-2:]
-    if heat is not None:
-        up = F.interpolate(heat[None, None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-        ax.imshow(up.clamp_min(0).numpy(), cmap="jet", alpha=0.5, interpolation="bilinear")
-    if mask is not None:
-        ax.contour(mask.float().cpu().numpy(), levels=[0.5], colors="white", linewidths=1.0)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def plot_occlusion(result: OcclusionResult, images: torch.Tensor, class_names: Sequence[str], rows: int = 4):
-    """Fig. 10-style panels for the first ``rows`` images of an :func:`occlusion_test` result.
-
-    Columns: the image (true / predicted class), the upper layer's top channel map for the decision, the
-    lower layer's top channel map for that channel's peak with the region outlined, the occluded image
-    and the control. Returns a matplotlib Figure.
-    """
-    import matplotlib.pyplot as plt
-
-    n = min(rows, len(result.table))
-    if n == 0:
-        raise ValueError("The occlusion result has no images (the model misclassified none); nothing to plot.")
-    fig, axes = plt.subplots(n, 5, figsize=(9.5, 2.0 * n + 0.3), squeeze=False)
-    lower, upper = result.layers
-    for r in range(n):
-        t = result.table.iloc[r]
-        img = images[int(t["index"])]
-        _overlay(axes[r, 0], img)
-        axes[r, 0].set_title(f"{class_names[int(t['label'])]} -> {class_names[int(t['pred'])]}\n"
-                             f"p={t['p_pred']:.2f}", fontsize=7)
-        _overlay(axes[r, 1], img, heat=result.upper_maps[r])
-        axes[r, 1].set_title(f"{upper.split('.')[-1]} ch {int(t['upper_channel'])}\n"
-                             f"share {100 * t['upper_share']:.1f}%", fontsize=7)
-        _overlay(axes[r, 2], img, heat=result.lower_maps[r], mask=result.masks[r])
-        axes[r, 2].set_title(f"{lower.split('.')[-1]} ch {int(t['lower_channel'])}\n"
-                             f"share {100 * t['lower_share']:.1f}%", fontsize=7)
-        _overlay(axes[r, 3], result.occluded[r])
-        axes[r, 3].set_title(f"occluded: {class_names[int(t['pred_occluded'])]}\n"
-                             f"p({class_names[int(t['pred'])]})={t['p_pred_occluded']:.2f}", fontsize=7)
-        _overlay(axes[r, 4], result.control[r])
-        axes[r, 4].set_title(f"control: {class_names[int(t['pred_control'])]}\n"
-                             f"p({class_names[int(t['pred'])]})={t['p_pred_control']:.2f}", fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 # --------------------------------------------------------------------------------------------------
 # Adversarial attacks (Fig. 11)
 # --------------------------------------------------------------------------------------------------
@@ -695,62 +450,6 @@ def peak_response_summary(table: pd.DataFrame, only_fooled: bool = True) -> pd.D
                 fraction_decreased=("change", lambda c: float((c < 0).mean())),
                 fraction_increased=("change", lambda c: float((c > 0).mean()))).reset_index()
     return out
-
-
-def plot_peak_responses(table: pd.DataFrame, image: int | None = None, clean: torch.Tensor | None = None,
-                        adversarial: torch.Tensor | None = None, class_names: Sequence[str] | None = None,
-                        layer: str | None = None):
-    """Fig. 11: (a) clean / adversarial / perturbation of one image (when given), (b) its peak responses,
-    (c) the mean peak responses over the fooled images, per rank, for the true- and adversarial-class channels.
-
-    ``table`` is from :func:`adversarial_peak_responses`; ``image`` an image index in it (default: the
-    first fooled image); ``layer`` the layer to plot (default: the last in the table).
-    """
-    import matplotlib.pyplot as plt
-
-    layer = table["layer"].iloc[-1] if layer is None else layer
-    t = table[table["layer"] == layer]
-    fooled = t[t["fooled"]]
-    if fooled.empty:
-        raise ValueError("No image was fooled by the attack (clean correct, adversarial wrong); nothing to plot.")
-    image = int(fooled["image"].iloc[0]) if image is None else int(image)
-    show = clean is not None and adversarial is not None
-    ncols = 5 if show else 2
-    fig, axes = plt.subplots(1, ncols, figsize=(3.0 * ncols, 2.8),
-                             gridspec_kw={"width_ratios": ([1, 1, 1] if show else []) + [2, 2]})
-    name = (lambda c: class_names[int(c)]) if class_names is not None else (lambda c: str(int(c)))
-    one = t[t["image"] == image]
-    if show:
-        x, xa = clean[image].cpu(), adversarial[image].cpu()
-        eps = float((xa - x).abs().max())
-        pert = (xa - x) / (2 * max(eps, 1e-12)) + 0.5
-        for ax, im, title in zip(axes[:3], (x, xa, pert), (f"clean: {name(one['pred_clean'].iloc[0])}",
-                                                            f"adversarial: {name(one['pred_adversarial'].iloc[0])}",
-                                                            f"perturbation (eps={eps * 255:.1f}/255)")):
-            _overlay(ax, im)
-            ax.set_title(title, fontsize=8)
-    for ax, data, title in ((axes[-2], one, f"(b) image {image}, {layer.split('.')[-1]}"),
-                            (axes[-1], peak_response_summary(t), f"(c) mean over {fooled['image'].nunique()} "
-                                                                  "fooled images")):
-        labels, clean_v, adv_v, colours = [], [], [], []
-        for kind, colour in (("true class", "tab:blue"), ("adversarial class", "tab:red")):
-            d = data[data["kind"] == kind]
-            for _, row in d.iterrows():
-                labels.append(f"ch{int(row['channel'])}" if "channel" in d else f"#{int(row['rank'])}")
-                clean_v.append(row["peak_clean"])
-                adv_v.append(row["peak_adversarial"])
-                colours.append(colour)
-        pos = np.arange(len(labels))
-        ax.bar(pos - 0.2, clean_v, 0.4, color=colours, alpha=0.45, label="clean image")
-        ax.bar(pos + 0.2, adv_v, 0.4, color=colours, alpha=1.0, label="adversarial image")
-        ax.set_xticks(pos)
-        ax.set_xticklabels(labels, rotation=60, fontsize=6)
-        ax.set_ylabel("peak response max F", fontsize=7)
-        ax.set_title(title + "\nblue: true-class channels, red: adversarial-class", fontsize=7)
-        ax.tick_params(labelsize=6)
-    axes[-1].legend(fontsize=6)
-    fig.tight_layout()
-    return fig
 
 
 # --------------------------------------------------------------------------------------------------
@@ -907,43 +606,6 @@ def context_summary(table: pd.DataFrame, class_names: Sequence[str], layer: str 
     return pd.DataFrame(rows)
 
 
-def plot_context_example(result: ContextResult, scenes, image: int, class_names: Sequence[str]):
-    """Fig. 12: one scene, its top channel at the top layer, and that channel's top channels one layer down,
-    each map with its region outlined and its assigned label.
-
-    ``result`` from :func:`context_assignment` with two layers; ``image`` an index into ``scenes``.
-    """
-    import matplotlib.pyplot as plt
-
-    if len(result.levels) < 2:
-        raise ValueError("plot_context_example needs a decomposition over two layers (top -> the one below).")
-    top, low = result.levels[0], result.levels[1]
-    first = int(torch.nonzero((top.image_index == image) & (top.rank == 0))[0, 0])
-    kids = torch.nonzero(low.parent == first)[:, 0]
-    t = result.table
-    n = 2 + len(kids)
-    fig, axes = plt.subplots(1, n, figsize=(2.1 * n, 2.5), squeeze=False)
-    axes = axes[0]
-    img = scenes.images[image].cpu()
-    size = tuple(img.shape[-2:])
-    bg = scenes.background_mask[image].cpu()
-    _overlay(axes[0], img, mask=bg)
-    rows_top = t[(t["depth"] == 0) & (t["image"] == image)]
-    context = rows_top["context"].iloc[0]
-    axes[0].set_title(f"{class_names[int(scenes.labels[image])]} on {context}\n(background outlined)", fontsize=7)
-    panels = [(axes[1], 0, first, top)] + [(axes[2 + i], 1, int(k), low) for i, k in enumerate(kids)]
-    for ax, depth, row, level in panels:
-        mask = region_masks(level.activation_map[row:row + 1], size, result.mask_threshold)[0]
-        _overlay(ax, img, heat=level.activation_map[row], mask=mask)
-        rows = t[t["depth"] == depth]
-        r = rows.iloc[row]
-        arrow = "" if depth == 0 else "-> "
-        ax.set_title(f"{arrow}{level.layer.split('.')[-1]} ch {int(r['channel'])}\n{r['label']} "
-                     f"(IoU {r['best_iou']:.2f})", fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 # --------------------------------------------------------------------------------------------------
 # Discriminative degree (Fig. 14, Eq. 13)
 # --------------------------------------------------------------------------------------------------
@@ -1057,26 +719,6 @@ def degree_summary(per_channel: pd.DataFrame, n_classes: int | None = None, min_
                      "mean_D": sel["D"].mean(), "median_D": sel["D"].median(), "weighted_D": weighted,
                      "chance": 1.0 / n_classes if n_classes else math.nan})
     return pd.DataFrame(rows)
-
-
-def plot_discriminative_degrees(summaries: dict[str, pd.DataFrame], column: str = "mean_D"):
-    """Fig. 14: ``column`` of :func:`degree_summary` per stage, one line per model (``{name: summary}``)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.6, 3.2))
-    chance = None
-    for name, s in summaries.items():
-        ax.plot(s["stage"], s[column], marker="o", label=name)
-        chance = s["chance"].iloc[0]
-    if chance is not None:
-        ax.axhline(chance, color="grey", ls="--", lw=1, label="1/C (minimum)")
-    ax.set_xlabel("stage (1 = lowest)")
-    ax.set_ylabel(f"discriminative degree D ({column})")
-    ax.set_ylim(0, 1.05)
-    ax.set_xticks(sorted(next(iter(summaries.values()))["stage"]))
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
 
 
 # --------------------------------------------------------------------------------------------------

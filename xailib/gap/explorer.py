@@ -43,6 +43,7 @@ from xailib.gap.decomposition import (DEFAULT_MASK_THRESHOLD, OUTPUT, Decomposit
 from xailib.gap.guided import guided_backprop, guided_to_rgb
 from xailib.gap.module import GAP, Neuron, check_strategy
 from xailib.layers import model_state
+from xailib.plotting import heatmap_overlay, to_numpy_image
 
 __all__ = [
     "ExplorerState",
@@ -51,7 +52,6 @@ __all__ = [
     "Explorer",
     "explore",
     "plot_path",
-    "overlay_map",
     "guided_crop",
     "walk_top_channels",
     "time_walks",
@@ -549,53 +549,6 @@ def _timed(fn) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-def _rgb(image: torch.Tensor) -> np.ndarray:
-    """``[1, C, H, W]`` or ``[C, H, W]`` in [0, 1] -> ``[H, W, 3]`` float array."""
-    img = image.detach().float().cpu()
-    img = img[0] if img.dim() == 4 else img
-    return img.clamp(0, 1).expand(3, -1, -1).permute(1, 2, 0).numpy() if img.shape[0] == 1 else \
-        img.clamp(0, 1).permute(1, 2, 0).numpy()
-
-
-def _peak_xy(position: tuple[int, int], map_shape: tuple[int, int], size: tuple[int, int]) -> tuple[float, float]:
-    """Centre of map cell ``(y, x)`` in image pixel coordinates ``(col, row)``."""
-    (y, x), (h, w) = position, map_shape
-    return (x + 0.5) * size[1] / w - 0.5, (y + 0.5) * size[0] / h - 0.5
-
-
-def overlay_map(image: torch.Tensor, amap, position: tuple[int, int] | None = None, alpha: float = 0.5,
-                cmap: str = "jet") -> np.ndarray:
-    """The image with an activation map ``A^l_k`` (Eq. 3) laid over it and its peak (Eq. 5) as a black dot.
-
-    Parameters
-    ----------
-    image : Tensor ``[1, C, H, W]`` or ``[C, H, W]`` in [0, 1]
-    amap : array ``[h, w]``
-        Upsampled bilinearly to ``H x W`` and scaled by its positive maximum (negative parts shown as 0).
-    position : (y, x) in map cells, optional
-        The peak; drawn as a black dot of radius ~ H/40 at the centre of that cell.
-
-    Returns
-    -------
-    np.ndarray ``[H, W, 3]`` in [0, 1]
-    """
-    import matplotlib
-
-    rgb = _rgb(image)
-    size = rgb.shape[:2]
-    a = torch.as_tensor(np.asarray(amap, dtype=np.float32))
-    up = torch.nn.functional.interpolate(a[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-    peak = float(up.max())
-    up = (up / peak).clamp(0, 1) if peak > 0 else torch.zeros_like(up)
-    heat = matplotlib.colormaps[cmap](up.numpy())[..., :3]
-    out = (1 - alpha) * rgb + alpha * heat
-    if position is not None:
-        cx, cy = _peak_xy(position, tuple(a.shape), size)
-        rr, cc = np.mgrid[: size[0], : size[1]]
-        out[(rr - cy) ** 2 + (cc - cx) ** 2 <= max(1.0, size[0] / 40) ** 2] = 0.0
-    return out
-
-
 def guided_crop(grad: torch.Tensor, min_side: int = 16, pad: int = 2, rel: float = 1e-3) -> tuple[np.ndarray, tuple]:
     """A guided-backprop image ``[C, H, W]`` cut to the square around where it is non-zero (its receptive field).
 
@@ -671,7 +624,7 @@ def plot_path(state: ExplorerState, show_guided: bool = True, layer_labels: dict
                     ax.axis("off")
                 continue
             c = kids[j]
-            ax_map.imshow(overlay_map(state.image, c.activation_map, c.position))
+            ax_map.imshow(heatmap_overlay(state.image, c.activation_map, c.position))
             ax_map.set_title(f"{labels.get(c.layer, c.layer)}:{c.channel}\nα={c.contribution:.3g}", fontsize=7)
             if show_guided:
                 rgb, (top, left, side) = guided_crop(guided[j])
@@ -819,11 +772,11 @@ class Explorer:
         self.back_button.disabled = not s.can_go_back
         cur = s.current
         if cur.layer == OUTPUT:
-            rgb = _rgb(s.image)
+            rgb = to_numpy_image(s.image)
             label = "" if s.label is None else f"<br>true label: {s.label} '{html.escape(s.class_names[s.label])}'"
             caption = f"image {s.image_index}: decision {html.escape(s.label_of(cur))}{label}"
         else:
-            rgb = overlay_map(s.image, cur.activation_map, cur.position)
+            rgb = heatmap_overlay(s.image, cur.activation_map, cur.position)
             caption = (f"decision {html.escape(self._name(cur.layer))} #{cur.channel} at {cur.position}, "
                        f"value {cur.score:.3g}, α to parent {cur.contribution:.3g}")
         self.current_image.value = _png(rgb, self.thumb + 32)
@@ -833,7 +786,7 @@ class Explorer:
         cards, self.child_buttons = [], []
         lowest = not s.can_expand
         for r, c in enumerate(kids):
-            pics = [w.Image(value=_png(overlay_map(s.image, c.activation_map, c.position), self.thumb), format="png")]
+            pics = [w.Image(value=_png(heatmap_overlay(s.image, c.activation_map, c.position), self.thumb), format="png")]
             if guided is not None:
                 pics.append(w.Image(value=_png(guided_crop(guided[r])[0], self.thumb), format="png"))
             merged = f" (+{len(c.merged)} merged)" if c.merged else ""

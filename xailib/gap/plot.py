@@ -1,6 +1,10 @@
-"""Drawing a hierarchical decomposition like Fig. 5 of the gAP paper.
+"""The gAP paper's figures: the decomposition of Fig. 5, and Figs. 6, 8, 10-14 from the experiments' tables.
 
-Each node is a thumbnail: the image with the node's activation map ``A^l_k`` (Eq. 3, for its parent's
+Nothing here computes the method: :func:`plot_decomposition` draws a :class:`~xailib.gap.DecompositionTree`,
+the other functions draw the tables of :mod:`xailib.gap.sanity` and :mod:`xailib.gap.diagnosis` (heat maps
+over images through :mod:`xailib.plotting`). Figs. 7 and 9 are drawn by :mod:`xailib.gap.baselines`.
+
+In :func:`plot_decomposition` each node is a thumbnail: the image with the node's activation map ``A^l_k`` (Eq. 3, for its parent's
 decision) laid over it and its peak (Eq. 5) as a black dot; the label is ``layer:channel``. Edges run
 from a decision to the channels it was decomposed into, labelled with the contribution
 ``alpha^l_k`` (Eq. 4). Nothing here computes the method.
@@ -8,29 +12,27 @@ from a decision to the channels it was decomposed into, labelled with the contri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 
+from xailib.plotting import map_cell_centre, normalized_heat, show_overlay, to_numpy_image
 from xailib.gap.decomposition import OUTPUT, DecompositionNode, DecompositionTree
+from xailib.gap.diagnosis import ContextResult, OcclusionResult, peak_response_summary, region_masks
 
-__all__ = ["plot_decomposition"]
-
-
-def _rgb(image: torch.Tensor) -> np.ndarray:
-    """``[1, C, H, W]`` or ``[C, H, W]`` -> ``[H, W, 3]`` in [0, 1] (min-max scaled per image)."""
-    img = image.detach().float().cpu()
-    if img.dim() == 4:
-        img = img[0]
-    if img.dim() != 3 or img.shape[0] not in (1, 3):
-        raise ValueError(f"image must be [1, C, H, W] or [C, H, W] with C in (1, 3), got {tuple(image.shape)}.")
-    img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-12)
-    return img.expand(3, -1, -1).permute(1, 2, 0).numpy()
-
-
-def _upsample(amap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    t = torch.as_tensor(np.asarray(amap, dtype=np.float32))[None, None]
-    return torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+__all__ = [
+    "plot_decomposition",
+    "plot_sorted_contributions",
+    "plot_channel_counts",
+    "plot_sparse_surrogate",
+    "plot_occlusion",
+    "plot_peak_responses",
+    "plot_context_example",
+    "plot_discriminative_degrees",
+]
 
 
 def plot_decomposition(
@@ -67,7 +69,7 @@ def plot_decomposition(
         raise TypeError(f"tree must be a DecompositionTree, got {type(tree).__name__}.")
     if max_depth is not None and max_depth < 0:
         raise ValueError(f"max_depth must be >= 0 or None, got {max_depth}.")
-    rgb = _rgb(image)
+    rgb = to_numpy_image(image, scale="minmax")
     size = rgb.shape[:2]
     labels = layer_labels or {}
 
@@ -111,14 +113,10 @@ def plot_decomposition(
         sub = ax.inset_axes([x - half, d - half, 2 * half, 2 * half], transform=ax.transData)
         sub.imshow(rgb)
         if node.activation_map is not None:
-            up = _upsample(node.activation_map, size)
-            peak = up.max()
-            sub.imshow(np.clip(up / peak, 0, 1) if peak > 0 else np.zeros_like(up), cmap=cmap, alpha=alpha,
-                       vmin=0, vmax=1)
+            sub.imshow(normalized_heat(node.activation_map, size), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
         if node.position is not None and node.activation_map is not None:
-            h, w = np.asarray(node.activation_map).shape
-            sub.plot((node.position[1] + 0.5) * size[1] / w - 0.5, (node.position[0] + 0.5) * size[0] / h - 0.5,
-                     "o", color="black", ms=3)
+            sub.plot(*map_cell_centre(node.position, np.asarray(node.activation_map).shape, size), "o",
+                     color="black", ms=3)
         sub.set_xticks([])
         sub.set_yticks([])
         if node.layer == OUTPUT:
@@ -128,4 +126,236 @@ def plot_decomposition(
             if node.merged:
                 label += f" +{len(node.merged)}"
         sub.set_title(label, fontsize=7, pad=2)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Sec. 4.1: Figs. 6 and 8 (the tables come from xailib.gap.sanity)
+# --------------------------------------------------------------------------------------------------
+
+
+def plot_sorted_contributions(frames: dict[str, pd.DataFrame], max_rank: int | None = None):
+    """Fig. 6(a): one panel per stage pair (columns) and model (rows); gAP and GT sorted, mean +- std.
+
+    ``frames`` maps a model name to :meth:`SanityResult.sorted_contributions`. Returns the Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    pairs = list(dict.fromkeys(next(iter(frames.values()))["pair"]))
+    fig, axes = plt.subplots(len(frames), len(pairs), figsize=(3.0 * len(pairs), 2.4 * len(frames)), squeeze=False)
+    for r, (model_name, df) in enumerate(frames.items()):
+        for c, pair in enumerate(pairs):
+            ax = axes[r, c]
+            for method, color in (("gAP", "C0"), ("GT", "C3")):
+                d = df[(df["pair"] == pair) & (df["method"] == method)]
+                if max_rank is not None:
+                    d = d[d["rank"] < max_rank]
+                ax.plot(d["rank"], d["value"], color=color, label=method, lw=1.5)
+                ax.fill_between(d["rank"], d["value"] - d["std"], d["value"] + d["std"], color=color, alpha=0.15)
+            ax.axhline(0, color="k", lw=0.5)
+            ax.set_title(f"{pair} ({df[df['pair'] == pair]['layer'].iloc[0].split('.')[-1]})", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{model_name}\ncontribution / max", fontsize=8)
+            if r == len(frames) - 1:
+                ax.set_xlabel("channel rank")
+            ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_channel_counts(frames: dict[str, pd.DataFrame]):
+    """Fig. 6(b): all, activated and overlapping channels per layer; ``frames``: model -> channel_counts()."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(frames), figsize=(4.5 * len(frames), 3.0), squeeze=False)
+    for ax, (model_name, df) in zip(axes[0], frames.items()):
+        x = np.arange(len(df))
+        w = 0.27
+        ax.bar(x - w, df["all"], w, label="all channels", color="0.7")
+        ax.bar(x, df["activated"], w, yerr=df["activated_std"], label="activated (alpha > 0)", color="C0")
+        ax.bar(x + w, df["overlapping"], w, yerr=df["overlapping_std"], label="overlapping (IoU > 0.9)", color="C3")
+        ax.set_xticks(x, [f"{p}\n{lay.split('.')[-1]}" for p, lay in zip(df["pair"], df["layer"])], fontsize=7)
+        ax.set_title(model_name, fontsize=9)
+        ax.set_ylabel("channels")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sparse_surrogate(frames: dict[str, pd.DataFrame]):
+    """Fig. 8: accuracy and match rate against k; ``frames``: model -> sparse_surrogate_curve()."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2 * len(frames), figsize=(3.6 * 2 * len(frames), 2.8), squeeze=False)
+    for i, (model_name, df) in enumerate(frames.items()):
+        full = df[df["method"] == "full model"].iloc[0]
+        for j, metric in enumerate(("accuracy", "match_rate")):
+            ax = axes[0, 2 * i + j]
+            for method, style in (("gAP top-k", "o-C0"), ("random", "s--C7")):
+                d = df[df["method"] == method]
+                if len(d):
+                    ax.plot(d["k"], d[metric], style[:-2], color=style[-2:], label=method, ms=4)
+            ax.axhline(full[metric], color="C3", lw=1, ls=":", label="full model")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("k (top-k per decomposition)")
+            ax.set_ylabel(metric.replace("_", " "))
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_title(model_name, fontsize=9)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Sec. 4.2: Figs. 10-14 (the tables come from xailib.gap.diagnosis)
+# --------------------------------------------------------------------------------------------------
+
+
+def plot_occlusion(result: OcclusionResult, images: torch.Tensor, class_names: Sequence[str], rows: int = 4):
+    """Fig. 10-style panels for the first ``rows`` images of an :func:`occlusion_test` result.
+
+    Columns: the image (true / predicted class), the upper layer's top channel map for the decision, the
+    lower layer's top channel map for that channel's peak with the region outlined, the occluded image
+    and the control. Returns a matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    n = min(rows, len(result.table))
+    if n == 0:
+        raise ValueError("The occlusion result has no images (the model misclassified none); nothing to plot.")
+    fig, axes = plt.subplots(n, 5, figsize=(9.5, 2.0 * n + 0.3), squeeze=False)
+    lower, upper = result.layers
+    for r in range(n):
+        t = result.table.iloc[r]
+        img = images[int(t["index"])]
+        show_overlay(axes[r, 0], img)
+        axes[r, 0].set_title(f"{class_names[int(t['label'])]} -> {class_names[int(t['pred'])]}\n"
+                             f"p={t['p_pred']:.2f}", fontsize=7)
+        show_overlay(axes[r, 1], img, heat=result.upper_maps[r])
+        axes[r, 1].set_title(f"{upper.split('.')[-1]} ch {int(t['upper_channel'])}\n"
+                             f"share {100 * t['upper_share']:.1f}%", fontsize=7)
+        show_overlay(axes[r, 2], img, heat=result.lower_maps[r], mask=result.masks[r])
+        axes[r, 2].set_title(f"{lower.split('.')[-1]} ch {int(t['lower_channel'])}\n"
+                             f"share {100 * t['lower_share']:.1f}%", fontsize=7)
+        show_overlay(axes[r, 3], result.occluded[r])
+        axes[r, 3].set_title(f"occluded: {class_names[int(t['pred_occluded'])]}\n"
+                             f"p({class_names[int(t['pred'])]})={t['p_pred_occluded']:.2f}", fontsize=7)
+        show_overlay(axes[r, 4], result.control[r])
+        axes[r, 4].set_title(f"control: {class_names[int(t['pred_control'])]}\n"
+                             f"p({class_names[int(t['pred'])]})={t['p_pred_control']:.2f}", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_peak_responses(table: pd.DataFrame, image: int | None = None, clean: torch.Tensor | None = None,
+                        adversarial: torch.Tensor | None = None, class_names: Sequence[str] | None = None,
+                        layer: str | None = None):
+    """Fig. 11: (a) clean / adversarial / perturbation of one image (when given), (b) its peak responses,
+    (c) the mean peak responses over the fooled images, per rank, for the true- and adversarial-class channels.
+
+    ``table`` is from :func:`adversarial_peak_responses`; ``image`` an image index in it (default: the
+    first fooled image); ``layer`` the layer to plot (default: the last in the table).
+    """
+    import matplotlib.pyplot as plt
+
+    layer = table["layer"].iloc[-1] if layer is None else layer
+    t = table[table["layer"] == layer]
+    fooled = t[t["fooled"]]
+    if fooled.empty:
+        raise ValueError("No image was fooled by the attack (clean correct, adversarial wrong); nothing to plot.")
+    image = int(fooled["image"].iloc[0]) if image is None else int(image)
+    show = clean is not None and adversarial is not None
+    ncols = 5 if show else 2
+    fig, axes = plt.subplots(1, ncols, figsize=(3.0 * ncols, 2.8),
+                             gridspec_kw={"width_ratios": ([1, 1, 1] if show else []) + [2, 2]})
+    name = (lambda c: class_names[int(c)]) if class_names is not None else (lambda c: str(int(c)))
+    one = t[t["image"] == image]
+    if show:
+        x, xa = clean[image].cpu(), adversarial[image].cpu()
+        eps = float((xa - x).abs().max())
+        pert = (xa - x) / (2 * max(eps, 1e-12)) + 0.5
+        for ax, im, title in zip(axes[:3], (x, xa, pert), (f"clean: {name(one['pred_clean'].iloc[0])}",
+                                                            f"adversarial: {name(one['pred_adversarial'].iloc[0])}",
+                                                            f"perturbation (eps={eps * 255:.1f}/255)")):
+            show_overlay(ax, im)
+            ax.set_title(title, fontsize=8)
+    for ax, data, title in ((axes[-2], one, f"(b) image {image}, {layer.split('.')[-1]}"),
+                            (axes[-1], peak_response_summary(t), f"(c) mean over {fooled['image'].nunique()} "
+                                                                  "fooled images")):
+        labels, clean_v, adv_v, colours = [], [], [], []
+        for kind, colour in (("true class", "tab:blue"), ("adversarial class", "tab:red")):
+            d = data[data["kind"] == kind]
+            for _, row in d.iterrows():
+                labels.append(f"ch{int(row['channel'])}" if "channel" in d else f"#{int(row['rank'])}")
+                clean_v.append(row["peak_clean"])
+                adv_v.append(row["peak_adversarial"])
+                colours.append(colour)
+        pos = np.arange(len(labels))
+        ax.bar(pos - 0.2, clean_v, 0.4, color=colours, alpha=0.45, label="clean image")
+        ax.bar(pos + 0.2, adv_v, 0.4, color=colours, alpha=1.0, label="adversarial image")
+        ax.set_xticks(pos)
+        ax.set_xticklabels(labels, rotation=60, fontsize=6)
+        ax.set_ylabel("peak response max F", fontsize=7)
+        ax.set_title(title + "\nblue: true-class channels, red: adversarial-class", fontsize=7)
+        ax.tick_params(labelsize=6)
+    axes[-1].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def plot_context_example(result: ContextResult, scenes, image: int, class_names: Sequence[str]):
+    """Fig. 12: one scene, its top channel at the top layer, and that channel's top channels one layer down,
+    each map with its region outlined and its assigned label.
+
+    ``result`` from :func:`context_assignment` with two layers; ``image`` an index into ``scenes``.
+    """
+    import matplotlib.pyplot as plt
+
+    if len(result.levels) < 2:
+        raise ValueError("plot_context_example needs a decomposition over two layers (top -> the one below).")
+    top, low = result.levels[0], result.levels[1]
+    first = int(torch.nonzero((top.image_index == image) & (top.rank == 0))[0, 0])
+    kids = torch.nonzero(low.parent == first)[:, 0]
+    t = result.table
+    n = 2 + len(kids)
+    fig, axes = plt.subplots(1, n, figsize=(2.1 * n, 2.5), squeeze=False)
+    axes = axes[0]
+    img = scenes.images[image].cpu()
+    size = tuple(img.shape[-2:])
+    bg = scenes.background_mask[image].cpu()
+    show_overlay(axes[0], img, mask=bg)
+    rows_top = t[(t["depth"] == 0) & (t["image"] == image)]
+    context = rows_top["context"].iloc[0]
+    axes[0].set_title(f"{class_names[int(scenes.labels[image])]} on {context}\n(background outlined)", fontsize=7)
+    panels = [(axes[1], 0, first, top)] + [(axes[2 + i], 1, int(k), low) for i, k in enumerate(kids)]
+    for ax, depth, row, level in panels:
+        mask = region_masks(level.activation_map[row:row + 1], size, result.mask_threshold)[0]
+        show_overlay(ax, img, heat=level.activation_map[row], mask=mask)
+        rows = t[t["depth"] == depth]
+        r = rows.iloc[row]
+        arrow = "" if depth == 0 else "-> "
+        ax.set_title(f"{arrow}{level.layer.split('.')[-1]} ch {int(r['channel'])}\n{r['label']} "
+                     f"(IoU {r['best_iou']:.2f})", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_discriminative_degrees(summaries: dict[str, pd.DataFrame], column: str = "mean_D"):
+    """Fig. 14: ``column`` of :func:`degree_summary` per stage, one line per model (``{name: summary}``)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    chance = None
+    for name, s in summaries.items():
+        ax.plot(s["stage"], s[column], marker="o", label=name)
+        chance = s["chance"].iloc[0]
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls="--", lw=1, label="1/C (minimum)")
+    ax.set_xlabel("stage (1 = lowest)")
+    ax.set_ylabel(f"discriminative degree D ({column})")
+    ax.set_ylim(0, 1.05)
+    ax.set_xticks(sorted(next(iter(summaries.values()))["stage"]))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
     return fig

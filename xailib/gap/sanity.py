@@ -62,15 +62,11 @@ __all__ = [
     "time_gap_vs_ground_truth",
     "surrogate_keep_masks",
     "sparse_surrogate_curve",
-    "plot_sorted_contributions",
-    "plot_channel_counts",
-    "plot_sparse_surrogate",
 ]
 
 #: Ground-truth baselines: a channel is set to its spatial mean on the image ("mean", the paper's
 #: "average activation"), to zero ("zero"), or to its mean over the given images and positions ("dataset").
 GT_BASELINES = ("mean", "zero", "dataset")
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -614,81 +610,3 @@ def sparse_surrogate_curve(
     out = pd.DataFrame(rows)
     out["k"] = out["k"].astype("Int64")
     return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Figures
-# --------------------------------------------------------------------------------------------------
-
-
-def plot_sorted_contributions(frames: dict[str, pd.DataFrame], max_rank: int | None = None):
-    """Fig. 6(a): one panel per stage pair (columns) and model (rows); gAP and GT sorted, mean +- std.
-
-    ``frames`` maps a model name to :meth:`SanityResult.sorted_contributions`. Returns the Figure.
-    """
-    import matplotlib.pyplot as plt
-
-    pairs = list(dict.fromkeys(next(iter(frames.values()))["pair"]))
-    fig, axes = plt.subplots(len(frames), len(pairs), figsize=(3.0 * len(pairs), 2.4 * len(frames)), squeeze=False)
-    for r, (model_name, df) in enumerate(frames.items()):
-        for c, pair in enumerate(pairs):
-            ax = axes[r, c]
-            for method, color in (("gAP", "C0"), ("GT", "C3")):
-                d = df[(df["pair"] == pair) & (df["method"] == method)]
-                if max_rank is not None:
-                    d = d[d["rank"] < max_rank]
-                ax.plot(d["rank"], d["value"], color=color, label=method, lw=1.5)
-                ax.fill_between(d["rank"], d["value"] - d["std"], d["value"] + d["std"], color=color, alpha=0.15)
-            ax.axhline(0, color="k", lw=0.5)
-            ax.set_title(f"{pair} ({df[df['pair'] == pair]['layer'].iloc[0].split('.')[-1]})", fontsize=9)
-            if c == 0:
-                ax.set_ylabel(f"{model_name}\ncontribution / max", fontsize=8)
-            if r == len(frames) - 1:
-                ax.set_xlabel("channel rank")
-            ax.tick_params(labelsize=7)
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_channel_counts(frames: dict[str, pd.DataFrame]):
-    """Fig. 6(b): all, activated and overlapping channels per layer; ``frames``: model -> channel_counts()."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(frames), figsize=(4.5 * len(frames), 3.0), squeeze=False)
-    for ax, (model_name, df) in zip(axes[0], frames.items()):
-        x = np.arange(len(df))
-        w = 0.27
-        ax.bar(x - w, df["all"], w, label="all channels", color="0.7")
-        ax.bar(x, df["activated"], w, yerr=df["activated_std"], label="activated (alpha > 0)", color="C0")
-        ax.bar(x + w, df["overlapping"], w, yerr=df["overlapping_std"], label="overlapping (IoU > 0.9)", color="C3")
-        ax.set_xticks(x, [f"{p}\n{lay.split('.')[-1]}" for p, lay in zip(df["pair"], df["layer"])], fontsize=7)
-        ax.set_title(model_name, fontsize=9)
-        ax.set_ylabel("channels")
-    axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def plot_sparse_surrogate(frames: dict[str, pd.DataFrame]):
-    """Fig. 8: accuracy and match rate against k; ``frames``: model -> sparse_surrogate_curve()."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2 * len(frames), figsize=(3.6 * 2 * len(frames), 2.8), squeeze=False)
-    for i, (model_name, df) in enumerate(frames.items()):
-        full = df[df["method"] == "full model"].iloc[0]
-        for j, metric in enumerate(("accuracy", "match_rate")):
-            ax = axes[0, 2 * i + j]
-            for method, style in (("gAP top-k", "o-C0"), ("random", "s--C7")):
-                d = df[df["method"] == method]
-                if len(d):
-                    ax.plot(d["k"], d[metric], style[:-2], color=style[-2:], label=method, ms=4)
-            ax.axhline(full[metric], color="C3", lw=1, ls=":", label="full model")
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("k (top-k per decomposition)")
-            ax.set_ylabel(metric.replace("_", " "))
-            ax.set_ylim(-0.02, 1.02)
-            ax.set_title(model_name, fontsize=9)
-    axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
