@@ -17,7 +17,7 @@ from xailib.gap import (
     ground_truth_contributions,
     ground_truth_naive,
 )
-from xailib.gap import diagnosis, guided_backprop, sanity
+from xailib.gap import guided_backprop, sanity
 from xailib.gap.decomposition import decompose_images
 from xailib.gap.baselines import channel_scores, saliency_maps
 from xailib import attacks
@@ -46,6 +46,10 @@ ENTRY_POINTS = {
     # (LRP is left out here: captum's LRP refuses the test's custom Boom module, having no rule for it.)
     "stage_pair_contributions": lambda m, x, t, layer: sanity.stage_pair_contributions(
         m, x, torch.tensor([t]), target="label", baselines=("zero",)),
+    "ground_truth_batch": lambda m, x, t, layer: sanity.ground_truth_batch(m, x, [t], layer),
+    "surrogate_keep_masks": lambda m, x, t, layer: sanity.surrogate_keep_masks(m, x, 2, classes=[t]),
+    "sparse_surrogate_curve": lambda m, x, t, layer: sanity.sparse_surrogate_curve(m, x, [t], ks=(1,)),
+    "time_gap_vs_ground_truth": lambda m, x, t, layer: sanity.time_gap_vs_ground_truth(m, x, repeat=1),
     "decompose_images": lambda m, x, t, layer: decompose_images(m, x, [t], top_n=2),
     "pgd_attack": lambda m, x, t, layer: attacks.pgd_attack(m, x, [t], eps=0.03, steps=2),
 }
@@ -54,7 +58,9 @@ ENTRY_POINTS = {
 # Entry points that take a layer name (the others take the model's stage_names).
 LAYER_ARGUMENT = {"GAP.attribute", "GAP.attribute(full)", "gap_reference", "ground_truth_contributions",
                   "ground_truth_contributions(full)", "ground_truth_naive", "dataset_channel_means",
-                  "channel_scores(Conductance)"}
+                  "channel_scores(Conductance)", "ground_truth_batch"}
+# Entry points without a class target (the bad-target checks do not apply).
+NO_TARGET = {"dataset_channel_means", "time_gap_vs_ground_truth"}
 
 
 def test_unknown_layer_in_stage_lists():
@@ -74,9 +80,10 @@ def boom_model():
 @pytest.mark.parametrize("name", list(ENTRY_POINTS))
 def test_meta_every_entry_point_leaves_no_hooks(name):
     fn, model, x = ENTRY_POINTS[name], boom_model(), image()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
     fn(model, x, 3, "stages.stage3")  # works
     assert count_hooks(model) == 0
-    if name != "dataset_channel_means":
+    if name not in NO_TARGET:
         with pytest.raises((ValueError, TypeError), match="(?i)class|target"):
             fn(model, x, 99, "stages.stage3")  # a class the model does not have
         assert count_hooks(model) == 0
@@ -92,6 +99,7 @@ def test_meta_every_entry_point_leaves_no_hooks(name):
             fn(model, x, 3, "stages.stage9")
         assert count_hooks(model) == 0
     assert all(p.requires_grad for p in model.parameters()) and not model.training
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # parameters and BN statistics
 
 
 def test_unknown_layer_names_in_decompose_and_targets():

@@ -7,9 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from tiny_models import Boom, TinyResNet, TinyVGG, image, make
-from torch import nn
 
 from xailib.gap import decompose
 from xailib.gap.decomposition import DecisionLevel, decompose_images

@@ -3,7 +3,8 @@
 Where each part of the paper lives:
 
 * Sec. 3.1, Eqs. (2)-(5) and Table 1's strategies (AA, MA, AG, MG) -- :mod:`xailib.gap.module`:
-  :class:`GAP` (fast, batched) and :func:`gap_reference` (slow, literal).
+  :class:`GAP` (fast, batched) and :func:`gap_reference` (slow, literal); the batched Eq. (2) engine
+  under them -- :mod:`xailib.gap.gradients`.
 * Sec. 3.2 hierarchical decomposition, and the NMS of Sec. 4.1 ("Channel-effect overlaps") --
   :mod:`xailib.gap.decomposition`: :func:`decompose` (batched per level), :func:`decompose_nodewise`.
 * Sec. 4.1 ground truth (score drop when a channel is set to its average activation) --
@@ -13,7 +14,9 @@ Where each part of the paper lives:
 * Exact receptive fields for the batched, cropped decomposition -- :mod:`xailib.gap.receptive`.
 * Sec. 4.1 Table 1, Fig. 6, the timing claim, Fig. 8 -- :mod:`xailib.gap.sanity`;
   Fig. 7 (randomisation tests) and Fig. 9 (channel removal) against Captum -- :mod:`xailib.gap.baselines`.
-* Sec. 4.2 diagnosis, Figs. 10-14 and Eq. (13) -- :mod:`xailib.gap.diagnosis`.
+* Sec. 4.2 diagnosis, Figs. 10-14 and Eq. (13) -- :mod:`xailib.gap.diagnosis` (attacks from
+  :mod:`xailib.attacks`).
+* The paper's reported numbers and the paper-vs-ours tables with their verdicts -- :mod:`xailib.gap.paper`.
 * The interactive explorer (Sec. 3.2, Fig. 4/5) -- :mod:`xailib.gap.explorer`, guided backprop in
   :mod:`xailib.gap.guided`. ``ExplorerState``, ``Explorer`` and ``explore`` are importable from here
   (loaded on first use, so that ``import xailib.gap`` does not import ipywidgets).
@@ -48,6 +51,7 @@ from xailib.gap.module import (
 from xailib.gap.guided import guided_backprop
 from xailib.gap.plot import plot_decomposition
 from xailib.gap.saliency import gap_saliency
+from xailib.gap import registry as _registry  # noqa: E402,F401  registers "gAP" with xailib.baselines
 
 __all__ = [
     "GAP",

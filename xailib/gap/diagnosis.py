@@ -44,6 +44,7 @@ from torch import nn
 
 from xailib.batching import class_scores
 from xailib.checks import (
+    check_choice,
     check_fraction,
     check_images,
     check_layer_list,
@@ -530,8 +531,7 @@ def context_assignment(
     layers = check_layer_list(model, layers, default_last=2)
     mask_threshold = check_fraction(mask_threshold, "mask_threshold", high_open=True, hint=" (fraction of a map's maximum)")
     if isinstance(targets, str):
-        if targets not in ("label", "predicted"):
-            raise ValueError(f"targets must be 'label', 'predicted' or class indices [N], got {targets!r}.")
+        check_choice(targets, ("label", "predicted"), "targets (or class indices [N])")
         targets = scenes.labels if targets == "label" else None
     levels = decompose_images(model, images, targets, layers, top_n=top_n, keep_maps=layers, image_batch=image_batch,
                               max_batch_bytes=max_batch_bytes)

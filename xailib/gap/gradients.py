@@ -64,7 +64,7 @@ def segment_available(model: nn.Module, lower: str | None, upper: str | None) ->
 
 def resolve_segment(model: nn.Module, lower: str | None, upper: str | None, use_segment: bool | str) -> bool:
     """Whether to run ``model.run_segment`` for ``lower -> upper`` under ``use_segment`` ("auto", True, False)."""
-    if use_segment not in ("auto", True, False):
+    if use_segment not in ("auto", True, False):  # a bool or a string: check_choice takes strings only
         raise ValueError(f"use_segment must be 'auto', True or False, got {use_segment!r}.")
     ok = segment_available(model, lower, upper)
     if use_segment is True and not ok:

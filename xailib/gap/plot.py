@@ -2,7 +2,7 @@
 
 Nothing here computes the method: :func:`plot_decomposition` draws a :class:`~xailib.gap.DecompositionTree`,
 the other functions draw the tables of :mod:`xailib.gap.sanity` and :mod:`xailib.gap.diagnosis` (heat maps
-over images through :mod:`xailib.plotting`). Figs. 7 and 9 are drawn by :mod:`xailib.gap.baselines`.
+over images through :mod:`xailib.plotting`), and Figs. 7 and 9 from those of :mod:`xailib.baselines`.
 
 In :func:`plot_decomposition` each node is a thumbnail: the image with the node's activation map ``A^l_k`` (Eq. 3, for its parent's
 decision) laid over it and its peak (Eq. 5) as a black dot; the label is ``layer:channel``. Edges run
@@ -18,8 +18,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
+from xailib.baselines import attribute, available, cascading_copy, randomization_layers, split_options
+from xailib.checks import check_images, check_layers, check_methods, check_targets
 from xailib.plotting import map_cell_centre, normalized_heat, show_overlay, to_numpy_image
+from xailib.gap.baselines import SALIENCY_METHODS
 from xailib.gap.decomposition import OUTPUT, DecompositionNode, DecompositionTree
 from xailib.gap.diagnosis import ContextResult, OcclusionResult, peak_response_summary, region_masks
 
@@ -32,6 +36,10 @@ __all__ = [
     "plot_peak_responses",
     "plot_context_example",
     "plot_discriminative_degrees",
+    "plot_cascading_randomization",
+    "plot_data_randomization",
+    "plot_cascading_examples",
+    "plot_channel_removal",
 ]
 
 
@@ -357,5 +365,141 @@ def plot_discriminative_degrees(summaries: dict[str, pd.DataFrame], column: str 
     ax.set_ylim(0, 1.05)
     ax.set_xticks(sorted(next(iter(summaries.values()))["stage"]))
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Sec. 4.1: Figs. 7 and 9 (the tables come from xailib.baselines, through xailib.gap.baselines)
+# --------------------------------------------------------------------------------------------------
+
+_COLORS = {"gAP": "C3", "Gradient": "C0", "SmoothGrad": "C1", "GuidedBackprop": "C2", "IntegratedGradients": "C4",
+           "Conductance": "C0", "InternalInfluence": "C1", "LRP": "C2", "Random": "0.5"}
+
+
+def _short(name: str) -> str:
+    return name.split(".")[-1]
+
+
+def plot_cascading_randomization(df: pd.DataFrame, title: str | None = None):
+    """Fig. 7(a): mean Spearman correlation (band: +-1 std over images) vs. cascade step, per method.
+
+    Two panels: with absolute values and without. ``df`` from :func:`cascading_randomization`.
+    """
+    steps = df.drop_duplicates("step").sort_values("step")
+    labels = ["original" if s == 0 else _short(r) for s, r in zip(steps["step"], steps["randomized"])]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for ax, col, what in zip(axes, ("spearman_abs", "spearman_signed"), ("absolute value", "no absolute value")):
+        for meth, g in df.groupby("method", sort=False):
+            st = g.groupby("step")[col].agg(["mean", "std"]).reindex(steps["step"])
+            ax.plot(range(len(st)), st["mean"], "o-", color=_COLORS.get(meth), label=meth, lw=2 if meth == "gAP" else 1)
+            ax.fill_between(range(len(st)), st["mean"] - st["std"].fillna(0), st["mean"] + st["std"].fillna(0),
+                            color=_COLORS.get(meth), alpha=0.12)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_xlabel("re-initialised from the top down to")
+        ax.set_title(f"Spearman rank correlation ({what})")
+    axes[0].set_ylabel("rank correlation with original map")
+    axes[1].legend(fontsize=8, loc="lower left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_data_randomization(df: pd.DataFrame, title: str | None = None):
+    """Fig. 7(b): mean Spearman correlation (error bar: std over images) per method, with and without abs.
+
+    ``df`` from :func:`data_randomization`.
+    """
+    stats = df.groupby("method", sort=False)[["spearman_abs", "spearman_signed"]].agg(["mean", "std"])
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    x = np.arange(len(stats))
+    for j, (col, what) in enumerate((("spearman_abs", "absolute value"), ("spearman_signed", "no absolute value"))):
+        ax.bar(x + (j - 0.5) * 0.38, stats[(col, "mean")], 0.38, yerr=stats[(col, "std")].fillna(0), capsize=3,
+               label=what, color=[_COLORS.get(m) for m in stats.index], alpha=1.0 if j == 0 else 0.45)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(x, stats.index, rotation=20)
+    ax.set_ylabel("rank correlation\n(true vs. permuted labels)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(title or "Data randomisation test")
+    fig.tight_layout()
+    return fig
+
+
+def plot_cascading_examples(
+    model: nn.Module,
+    image: torch.Tensor,
+    target: int | None = None,
+    methods: Sequence[str] = SALIENCY_METHODS,
+    layers: Sequence[str] | None = None,
+    show_steps: Sequence[int] | None = None,
+    random_model: nn.Module | None = None,
+    seed: int = 0,
+    **saliency_kwargs,
+):
+    """Visual comparison for one image: rows are methods, columns the original model and cascade steps
+    (``sum_c |a_c|``, each map scaled to its own maximum), plus the permuted-label model if given.
+
+    ``methods``: any registered map methods (:func:`xailib.baselines.available` ``("map")``); ``saliency_kwargs``
+    go to the methods that take them."""
+
+    if isinstance(image, torch.Tensor) and image.dim() == 3:
+        image = image.unsqueeze(0)
+    image = check_images(image, model, move=False)[:1]
+    methods = check_methods(methods, available("map"), "map method")
+    per_method = split_options(methods, "map", dict(saliency_kwargs, seed=seed))
+    layers = randomization_layers(model) if layers is None else check_layers(model, layers)
+    show = list(range(1, len(layers) + 1)) if show_steps is None else [int(s) for s in show_steps]
+    t = check_targets("predicted" if target is None else [target], 1, model=model, images=image)
+
+    def maps_of(m: nn.Module) -> dict[str, torch.Tensor]:
+        return {meth: attribute(m, image, t, method=meth, kind="map", **per_method[meth]) for meth in methods}
+
+    cols = [("original", maps_of(model))]
+    with cascading_copy(model, layers, seed) as steps:
+        for s, (name, rnd) in enumerate(steps, 1):
+            if s in show:
+                cols.append((f"-> {_short(name)}", maps_of(rnd)))
+            if s >= max(show, default=0):
+                break
+    if random_model is not None:
+        cols.append(("permuted labels", maps_of(random_model)))
+    fig, axes = plt.subplots(len(methods), len(cols) + 1, figsize=(1.5 * (len(cols) + 1), 1.5 * len(methods)),
+                             squeeze=False)
+    for r, m in enumerate(methods):
+        axes[r, 0].imshow(to_numpy_image(image[0]))
+        axes[r, 0].set_ylabel(m, fontsize=8)
+        for c, (name, maps) in enumerate(cols, 1):
+            v = maps[m][0]  # sum_c |a_c|
+            axes[r, c].imshow(v.numpy(), cmap="gray", vmin=0, vmax=float(v.max()) or 1.0)
+            if r == 0:
+                axes[r, c].set_title(name, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def plot_channel_removal(df: pd.DataFrame, title: str | None = None):
+    """Fig. 9: accuracy vs. number of channels removed, one panel per layer, one line per method.
+
+    ``df`` from :func:`channel_removal_curve`. Lower is better (the removed channels mattered more).
+    """
+    layers = list(dict.fromkeys(df["layer"]))
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers), 3.3), sharey=True, squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        for meth, g in df[df["layer"] == layer].groupby("method", sort=False):
+            ax.plot(g["n_removed"], g["accuracy"], marker="o", color=_COLORS.get(meth), label=meth,
+                    lw=3 if meth == "gAP" else 1, ls={"Random": "--", "LRP": ":"}.get(meth, "-"),
+                    ms=7 if meth == "gAP" else 4, zorder=1 if meth == "gAP" else 2)  # gAP and LRP may coincide
+        ax.set_title(_short(layer))
+        ax.set_xlabel("top-N channels removed")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("accuracy")
+    axes[0, -1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -25,7 +25,7 @@ from xailib.gap.decomposition import (
     DecompositionTree,
     decompose,
 )
-from xailib.checks import check_images
+from xailib.checks import check_choice, check_images
 from xailib.gap.gradients import DEFAULT_MAX_BATCH_BYTES, decision_gradients
 
 __all__ = ["gap_saliency"]
@@ -65,8 +65,7 @@ def gap_saliency(
         Sum of ``dF/dI`` over the chosen decisions (signed; reduce over colour, e.g. ``abs().amax(1)``,
         for a map).
     """
-    if nodes not in ("leaves", "all"):
-        raise ValueError(f"nodes must be 'leaves' or 'all', got {nodes!r}.")
+    check_choice(nodes, ("leaves", "all"), "nodes")
     image = check_images(image, model, one=True, what="image")
     if tree is None:
         tree = decompose(model, image, target=target, layers=layers, top_n=top_n, strategy=strategy, nms_iou=nms_iou,

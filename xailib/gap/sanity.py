@@ -29,7 +29,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from xailib.checks import check_images, check_layer, check_layer_list, check_model, check_positive_int, check_targets
+from xailib.checks import (
+    check_choice,
+    check_images,
+    check_layer,
+    check_layer_list,
+    check_model,
+    check_positive_int,
+    check_targets,
+)
 from xailib.layers import model_state, replace_output
 from xailib.metrics import pcc
 from xailib.gap.decomposition import DEFAULT_MASK_THRESHOLD, decompose, select_channels
@@ -223,9 +231,12 @@ class SanityResult:
         return pd.DataFrame(rows)
 
 
-def _labels(labels, n: int) -> torch.Tensor | None:
-    """Optional true labels ``[n]`` (CPU LongTensor), or ``None``."""
-    return None if labels is None else check_targets(labels, n, what="labels", allow_predicted=False)
+def _labels(labels, model: nn.Module, images: torch.Tensor) -> torch.Tensor | None:
+    """Optional true labels ``[N]`` of ``images`` (a LongTensor on their device), or ``None``."""
+    if labels is None:
+        return None
+    return check_targets(labels, images.shape[0], model=model, images=images, what="labels",
+                         allow_predicted=False).to(images.device)
 
 
 def ground_truth_batch(
@@ -322,10 +333,8 @@ def stage_pair_contributions(
     check_model(model)
     images = check_images(images, model)
     layers = check_layer_list(model, layers)
-    labels = _labels(labels, images.shape[0])
-    labels = None if labels is None else labels.to(images.device)
-    if target not in ("predicted", "label"):
-        raise ValueError(f"target must be 'predicted' or 'label', got {target!r}.")
+    labels = _labels(labels, model, images)
+    check_choice(target, ("predicted", "label"), "target")
     if target == "label" and labels is None:
         raise ValueError("target='label' needs labels [N]; pass labels=dataset.labels or use target='predicted'.")
     bad = [b for b in baselines if b not in GT_BASELINES]
@@ -413,8 +422,7 @@ def time_gap_vs_ground_truth(
     check_model(model)
     image = check_images(image, model, one=True, what="image")
     layers = check_layer_list(model, layers)
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-        raise ValueError(f"repeat must be a positive int, got {repeat!r}.")
+    check_positive_int(repeat, "repeat")
     names = pair_names(len(layers))
     if pairs is not None and not set(pairs) <= set(names):
         raise ValueError(f"Unknown stage pairs {sorted(set(pairs) - set(names))}; valid: {names}.")
@@ -474,14 +482,11 @@ def surrogate_keep_masks(
     check_model(model)
     images = check_images(images, model)
     layers = check_layer_list(model, layers)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"k must be a non-negative int (channels kept per decision), got {k!r}.")
+    check_positive_int(k, "k", zero=True, hint=" (channels kept per decision)")
     n, dev = images.shape[0], images.device
     masks = {}
+    classes = check_targets(classes, n, model=model, images=images, what="classes")  # None: the predicted ones
     with model_state(model, train=False, requires_grad=False):
-        if classes is None:
-            with torch.no_grad():
-                classes = model(images).argmax(1)
         # decisions of the current level: image index, channel, position; parent slot for the union
         img, ch, pos, upper, n_upper = torch.arange(n, device=dev), classes.to(dev), None, None, 1
         for lower in reversed(layers):
@@ -566,14 +571,11 @@ def sparse_surrogate_curve(
     check_model(model)
     images = check_images(images, model)
     layers = check_layer_list(model, layers)
-    labels = _labels(labels, images.shape[0])
-    labels = None if labels is None else labels.to(images.device)
+    labels = _labels(labels, model, images)
     if labels is None:
         raise ValueError("labels [N] are needed for the accuracy; pass dataset.labels.")
-    if fill not in ("zero", "dataset"):
-        raise ValueError(f"fill must be 'zero' or 'dataset', got {fill!r}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    check_choice(fill, ("zero", "dataset"), "fill")
+    check_positive_int(batch_size, "batch_size")
     ks = [int(k) for k in ks]
     gen = torch.Generator().manual_seed(seed)
     n = images.shape[0]
