@@ -231,8 +231,9 @@ def test_reused_module_as_lower_layer_and_non_tensor_output():
 
 
 def test_every_layer_list_is_checked_by_one_rule():
-    """decompose, the explorer and the diagnosis functions share check_stage_layers: same errors everywhere."""
-    from xailib.gap.decomposition import check_stage_layers
+    """decompose, the explorer and the diagnosis functions share xailib.checks.check_layer_list: same errors
+    everywhere."""
+    from xailib.checks import check_layer_list as check_stage_layers
     from xailib.gap.explorer import ExplorerState
 
     model, x = make(TinyVGG), image()

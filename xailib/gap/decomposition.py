@@ -325,18 +325,13 @@ def select_channels(
 def _check_common(model, image, layers, top_n, strategy, nms_iou, mask_threshold):
     check_model(model)
     image = check_images(image, model, one=True, what="image")
-    layers = check_stage_layers(model, layers)
+    layers = check_layer_list(model, layers)
     check_positive_int(top_n, "top_n", hint=" (the paper uses N = 3)")
     strategy = check_strategy(strategy)
     if nms_iou is not None:
         check_fraction(nms_iou, "nms_iou", hint=" (the paper uses 0.9; None = no NMS)")
     check_fraction(mask_threshold, "mask_threshold", high_open=True)
     return image, layers, strategy
-
-
-def check_stage_layers(model: nn.Module, layers=None) -> list[str]:
-    """The layers of a decomposition, low -> high (:func:`xailib.checks.check_layer_list`)."""
-    return check_layer_list(model, layers)
 
 
 def _class_target(target, logits: torch.Tensor) -> int:

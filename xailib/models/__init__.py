@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from xailib.checks import model_stages
 from xailib.models.checkpoints import CheckpointError, load_state_dict
 from xailib.models.torchvision_models import TorchvisionClassifier, WeightsUnavailableError, load_torchvision
 from xailib.models.zoo import ARCHS, SCHEDULES, ZOO_DATASETS, Normalize, ZooNet, build_model
@@ -112,17 +113,10 @@ def stage_layers(model: nn.Module) -> list[str]:
     Raises
     ------
     ValueError
-        If the model has no stage mapping (pass layer names explicitly; see ``xailib.layers.named_layers``).
+        If the model has no stage mapping (pass layer names explicitly; see ``xailib.layers.named_layers``);
+        :func:`xailib.checks.model_stages` says how.
     """
-    names = getattr(model, "stage_names", None)
-    if not names:
-        raise ValueError(
-            f"{type(model).__name__} has no `stage_names`; pass layers=[...] explicitly: the last conv layer (or "
-            "block) of each stage, low -> high, e.g. for torchvision's vgg16 ['features.3', 'features.8', "
-            "'features.15', 'features.22', 'features.29'] (see xailib.layers.named_layers(model)), or load the "
-            "model with xailib.models.load_model (zoo models, vgg*, resnet*, googlenet, alexnet)."
-        )
-    return list(names)
+    return model_stages(model)
 
 
 def dense_layer(model: nn.Module) -> str:
