@@ -450,5 +450,7 @@ def paper_table(rows) -> "pd.DataFrame":  # noqa: F821 - pandas is imported lazi
     checked = [paper_row(**{k: r.get(k, "") for k in PAPER_TABLE_COLUMNS}) for r in rows]
     out = pd.DataFrame(checked, columns=list(PAPER_TABLE_COLUMNS))
     for col in ("paper", "ours"):
-        out[col] = out[col].astype(object)
+        numeric = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in out[col])
+        # all numbers: a float column, so that save_table's float_format applies; else text and numbers as given
+        out[col] = out[col].astype(float) if numeric and len(out) else out[col].astype(object)
     return out

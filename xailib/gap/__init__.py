@@ -6,14 +6,17 @@ Where each part of the paper lives:
   :class:`GAP` (fast, batched) and :func:`gap_reference` (slow, literal); the batched Eq. (2) engine
   under them -- :mod:`xailib.gap.gradients`.
 * Sec. 3.2 hierarchical decomposition, and the NMS of Sec. 4.1 ("Channel-effect overlaps") --
-  :mod:`xailib.gap.decomposition`: :func:`decompose` (batched per level), :func:`decompose_nodewise`.
+  :mod:`xailib.gap.decomposition`: one engine, batched over images and over the nodes of a level --
+  :func:`decompose` (a tree for one image), :func:`decompose_images` (flat levels for many images) --
+  and :func:`decompose_nodewise`, the literal node-by-node reference.
 * Sec. 4.1 ground truth (score drop when a channel is set to its average activation) --
   :mod:`xailib.gap.ground_truth`.
 * Sec. 4.1 sanity checks, saliency to the data layer -- :mod:`xailib.gap.saliency`.
-* Fig. 5 drawing -- :mod:`xailib.gap.plot`.
+* The figures (Fig. 5's tree, Figs. 6-14 from the experiments' tables) -- :mod:`xailib.gap.plot`.
 * Exact receptive fields for the batched, cropped decomposition -- :mod:`xailib.gap.receptive`.
 * Sec. 4.1 Table 1, Fig. 6, the timing claim, Fig. 8 -- :mod:`xailib.gap.sanity`;
-  Fig. 7 (randomisation tests) and Fig. 9 (channel removal) against Captum -- :mod:`xailib.gap.baselines`.
+  Fig. 7 (randomisation tests) and Fig. 9 (channel removal) against other methods -- :mod:`xailib.gap.baselines`
+  (the paper's method lists over :mod:`xailib.baselines`, where gAP registers itself: :mod:`xailib.gap.registry`).
 * Sec. 4.2 diagnosis, Figs. 10-14 and Eq. (13) -- :mod:`xailib.gap.diagnosis` (attacks from
   :mod:`xailib.attacks`).
 * The paper's reported numbers and the paper-vs-ours tables with their verdicts -- :mod:`xailib.gap.paper`.
@@ -30,10 +33,12 @@ Examples
 """
 
 from xailib.gap.decomposition import (
+    DecisionLevel,
     DecompositionNode,
     DecompositionTree,
     binary_masks,
     decompose,
+    decompose_images,
     decompose_nodewise,
     select_channels,
 )
@@ -62,6 +67,8 @@ __all__ = [
     "activation_maps",
     "channel_contributions",
     "peak_positions",
+    "DecisionLevel",
+    "decompose_images",
     "DecompositionNode",
     "DecompositionTree",
     "decompose",
