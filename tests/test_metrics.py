@@ -319,7 +319,7 @@ def test_curve_errors():
         deletion_curve(lambda x: x, IMAGE, MAP, 0)
     with pytest.raises(ValueError, match="unsqueeze"):
         deletion_curve(model, IMAGE[0], MAP, 0)
-    with pytest.raises(ValueError, match="outside the valid range"):
+    with pytest.raises(ValueError, match=r"outside the model.s 2 classes \(0..1\)"):
         deletion_curve(model, IMAGE, MAP, 2)
     with pytest.raises(TypeError, match="class index"):
         deletion_curve(model, IMAGE, MAP, 0.5)
