@@ -43,6 +43,7 @@ __all__ = [
     "TORCHVISION_DENSE",
     "torchvision_names",
     "load_torchvision",
+    "torchvision_blocks",
     "WeightsUnavailableError",
 ]
 
@@ -191,6 +192,35 @@ def load_torchvision(name: str, weights: str | None = None, *, allow_download: b
         class_names = list(w.meta.get("categories", []))
     model = TorchvisionClassifier(name, net, class_names, weights)
     return model.eval()
+
+
+def torchvision_blocks(model: nn.Module) -> list[str]:
+    """The blocks of a (wrapped) torchvision classifier, input -> output: its top-level children with parameters.
+
+    A child that is a flat ``nn.Sequential`` of single layers (VGG's and AlexNet's ``features`` and
+    ``classifier``) is split into its layers with parameters; other children (a ResNet ``layer3``, an inception
+    block, ``fc``) stay whole. vgg16: ``features.0`` ... ``features.28``, ``classifier.0``, ``classifier.3``,
+    ``classifier.6`` (16 blocks); resnet50: ``conv1``, ``bn1``, ``layer1`` ... ``layer4``, ``fc``; googlenet:
+    ``conv1`` ... ``inception5b``, ``fc``. These are the groups a cascading randomisation re-initialises one at a
+    time (reversed, top first), as Adebayo et al. do block by block for Inception v3.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not an ``nn.Module`` with parameters.
+    """
+    if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
+        raise TypeError(f"model must be an nn.Module with parameters (a torchvision classifier), got {model!r:.80}.")
+    out = []
+    for name, child in model.named_children():
+        if not any(True for _ in child.parameters()):
+            continue
+        items = list(child.named_children()) if isinstance(child, nn.Sequential) else []
+        if items and all(not any(True for _ in m.children()) for _, m in items):
+            out += [f"{name}.{i}" for i, m in items if any(True for _ in m.parameters())]
+        else:
+            out.append(name)
+    return out
 
 
 def _n_outputs(net: nn.Module) -> int:
