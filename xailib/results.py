@@ -450,7 +450,17 @@ def paper_table(rows) -> "pd.DataFrame":  # noqa: F821 - pandas is imported lazi
     checked = [paper_row(**{k: r.get(k, "") for k in PAPER_TABLE_COLUMNS}) for r in rows]
     out = pd.DataFrame(checked, columns=list(PAPER_TABLE_COLUMNS))
     for col in ("paper", "ours"):
-        numeric = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in out[col])
-        # all numbers: a float column, so that save_table's float_format applies; else text and numbers as given
-        out[col] = out[col].astype(float) if numeric and len(out) else out[col].astype(object)
+        numeric = [isinstance(v, numbers.Real) and not isinstance(v, bool) for v in out[col]]
+        if all(numeric) and len(out):  # a float column: save_table's float_format applies
+            out[col] = out[col].astype(float)
+        else:  # text and numbers: numbers to three decimals, trailing zeros dropped (0.7436 -> "0.744", 50.0 -> "50")
+            out[col] = [_short_number(v) if is_number else v for v, is_number in zip(out[col], numeric)]
+            out[col] = out[col].astype(object)
     return out
+
+
+def _short_number(value) -> str:
+    v = float(value)
+    if not math.isfinite(v):
+        return "n/a" if math.isnan(v) else str(v)
+    return f"{v:.3f}".rstrip("0").rstrip(".") if abs(v) >= 5e-4 or v == 0 else f"{v:.3g}"
