@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
+from xailib.models import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -20,3 +23,24 @@ def one_thread_and_seed():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    """The zoo VGG for Fashion-MNIST, untrained (seed 0), with non-trivial BatchNorm statistics so that eval
+    mode matters; in eval mode."""
+    torch.manual_seed(0)
+    m = build_model("vgg", "fashion-mnist")
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.2, 0.2)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Three random 1 x 28 x 28 images in [0, 1] (seed 1), the input of :func:`vgg`."""
+    return torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import same_state
 from torch import nn
 
 import xailib.baselines as B
@@ -39,11 +40,6 @@ FAST_CHANNEL = dict(n_steps=4)
 
 def state_copy(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def same_state(model, saved):
-    now = model.state_dict()
-    return now.keys() == saved.keys() and all(torch.equal(now[k], saved[k]) for k in saved)
 
 
 def snapshot(model):
@@ -221,24 +217,6 @@ class TinyNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(self.normalize(x)))
-
-
-@pytest.fixture(scope="module")
-def vgg():
-    torch.manual_seed(0)
-    m = build_model("vgg", "fashion-mnist")
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so that eval mode matters
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.2, 0.2)
-                mod.running_var.uniform_(0.5, 1.5)
-                mod.bias.uniform_(-0.2, 0.2)
-    return m.eval()
-
-
-@pytest.fixture(scope="module")
-def images():
-    return torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
 
 
 def fast_options(name, kind):

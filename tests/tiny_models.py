@@ -189,3 +189,9 @@ def image(seed=1, size=16, double=True, batch=1):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, 3, size, size, generator=g)
     return x.double() if double else x
+
+
+def same_state(model, saved) -> bool:
+    """Whether ``model``'s state dict equals ``saved`` (a copy taken before a call), tensor by tensor."""
+    now = model.state_dict()
+    return now.keys() == saved.keys() and all(torch.equal(now[k], saved[k]) for k in saved)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import scipy.stats
 import torch
-from torch import nn
+
+from tiny_models import same_state
 
 import xailib.baselines as floor
 import xailib.metrics
@@ -40,36 +41,12 @@ from xailib.gap.plot import (
 from xailib.metrics import average_ranks, spearman_rank
 from xailib.gap.module import GAP
 from xailib.layers import count_hooks
-from xailib.models import build_model
 
 FAST = dict(sg_samples=3, ig_steps=4)
 
 
 def state_copy(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def same_state(model, saved):
-    now = model.state_dict()
-    return now.keys() == saved.keys() and all(torch.equal(now[k], saved[k]) for k in saved)
-
-
-@pytest.fixture(scope="module")
-def vgg():
-    torch.manual_seed(0)
-    m = build_model("vgg", "fashion-mnist")
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so that eval mode matters
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.2, 0.2)
-                mod.running_var.uniform_(0.5, 1.5)
-                mod.bias.uniform_(-0.2, 0.2)
-    return m.eval()
-
-
-@pytest.fixture(scope="module")
-def images():
-    return torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
 
 
 # ------------------------------------------------------------------------------------------------
