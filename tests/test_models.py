@@ -295,3 +295,23 @@ def test_wrong_image_shape_is_one_actionable_line(shape):
     message = str(info.value)
     assert "\n" not in message and str(shape) in message
     assert "x.unsqueeze(0)" in message or "resize the images" in message
+
+
+def test_train_biased_model_bad_input_and_a_short_run():
+    """The planted-bias trainer (used by gap/02's Figs. 12-13 study): clear errors, and a short deterministic run
+    that records its bias and leaves the model in eval mode."""
+    from xailib.data.conceptworld import BiasSpec
+    from xailib.models.train import RECIPES, train_biased_model
+
+    with pytest.raises(TypeError, match="BiasSpec"):
+        train_biased_model(bias={"context": "water"})
+    with pytest.raises(ValueError, match="at least one batch"):
+        train_biased_model(n_train=RECIPES["conceptworld"]["batch_size"] - 1)
+    with pytest.raises(ValueError, match="epochs must be a positive int"):
+        train_biased_model(epochs=0)
+    bias = BiasSpec(context="water", target_class="cow", rate=1.0, other_rate=0.0)
+    n = RECIPES["conceptworld"]["batch_size"]
+    model, info = train_biased_model("alexnet", bias=bias, n_train=n, n_test=32, epochs=1, seed=3)
+    assert not model.training and model.name == "alexnet-conceptworld"
+    assert info["bias"] == {"context": "water", "target_class": "cow", "rate": 1.0, "other_rate": 0.0}
+    assert 0.0 <= info["test_accuracy"] <= 1.0

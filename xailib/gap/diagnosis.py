@@ -27,7 +27,8 @@ All of it rests on :func:`xailib.gap.decomposition.decompose_images`, the one de
 Sec. 3.2 batched over images and over the nodes of a tree level (``xailib.gap.decompose`` is the same
 engine for one image, as a tree).
 
-An optional planted-bias model for the context analysis is trained by :func:`train_biased_model`.
+An optional planted-bias model for the context analysis is trained by
+:func:`xailib.models.train.train_biased_model`.
 """
 
 from __future__ import annotations
@@ -77,7 +78,6 @@ __all__ = [
     "discriminative_degree",
     "discriminative_degrees",
     "degree_summary",
-    "train_biased_model",
 ]
 
 
@@ -719,66 +719,3 @@ def degree_summary(per_channel: pd.DataFrame, n_classes: int | None = None, min_
                      "mean_D": sel["D"].mean(), "median_D": sel["D"].median(), "weighted_D": weighted,
                      "chance": 1.0 / n_classes if n_classes else math.nan})
     return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------------------------------
-# A planted-bias model (optional study for Figs. 12-13)
-# --------------------------------------------------------------------------------------------------
-
-
-def train_biased_model(
-    arch: str = "vgg",
-    bias=None,
-    n_train: int = 3000,
-    n_test: int = 1000,
-    epochs: int = 3,
-    seed: int = 0,
-    device: str = "auto",
-    threads: int = 1,
-    progress: bool = False,
-):
-    """Train a zoo architecture on ConceptWorld with a planted context bias, deterministically.
-
-    Uses the zoo's recipe (:data:`xailib.models.train.RECIPES` ``["conceptworld"]``: AdamW, one-cycle,
-    batch 128) with fewer images and epochs, :func:`xailib.models.train.train_model`'s loop, and
-    deterministic algorithms on ``threads`` threads.
-
-    Parameters
-    ----------
-    arch : {"vgg", "resnet", "inception", "alexnet"}
-    bias : BiasSpec or None
-        Default: water with cow at rate 1.0 and 0.0 for the other classes (water means cow in training).
-    n_train, n_test : int
-        Training images (biased) and unbiased test images.
-    epochs : int
-    seed : int
-    device : str
-    threads : int
-
-    Returns
-    -------
-    (ZooNet, dict)
-        The model in eval mode and its training record (``test_accuracy`` on unbiased test data,
-        ``train_seconds``, the bias).
-    """
-    from xailib.data.conceptworld import BiasSpec, ConceptWorldDataset
-    from xailib.models.train import RECIPES, deterministic, train_model
-    from xailib.utils import resolve_device
-
-    bias = BiasSpec(context="water", target_class="cow", rate=1.0, other_rate=0.0) if bias is None else bias
-    if not isinstance(bias, BiasSpec):
-        raise TypeError(f"bias must be a BiasSpec(context=..., target_class=..., rate=...), got {type(bias).__name__}.")
-    check_positive_int(n_train, "n_train")
-    check_positive_int(n_test, "n_test")
-    check_positive_int(epochs, "epochs")
-    recipe = dict(RECIPES["conceptworld"], epochs=epochs)
-    if n_train < recipe["batch_size"]:
-        raise ValueError(f"n_train must be at least one batch ({recipe['batch_size']} images), got {n_train}.")
-    train = ConceptWorldDataset("train", n=n_train, seed=seed, bias=bias)
-    test = ConceptWorldDataset("test", n=n_test, seed=seed)
-    with deterministic(threads):
-        model, info = train_model(f"{arch}-conceptworld", (train.images, train.labels), (test.images, test.labels),
-                                  recipe, device=resolve_device(device), seed=seed, progress=progress)
-    info["bias"] = {"context": bias.context, "target_class": bias.target_class, "rate": bias.rate,
-                    "other_rate": bias.other_rate}
-    return model, info

@@ -40,9 +40,10 @@ from tqdm.auto import tqdm
 
 from xailib.models import ZOO_NAMES, build_model, parse_zoo_name
 from xailib.models.checkpoints import checkpoint_dir, manifest_lock, read_manifest, save_checkpoint, write_manifest
+from xailib.checks import check_positive_int
 from xailib.utils import make_generator, resolve_device, seed_everything
 
-__all__ = ["RECIPES", "train_model", "evaluate", "write_zoo_table", "main"]
+__all__ = ["RECIPES", "train_model", "train_biased_model", "evaluate", "write_zoo_table", "main"]
 
 #: Training recipe per dataset.
 RECIPES: dict[str, dict] = {
@@ -191,6 +192,62 @@ def train_model(name: str, train_xy, test_xy, recipe: dict, *, device: torch.dev
         "device": str(device),
         "threads": torch.get_num_threads(),
     }
+    return model, info
+
+
+def train_biased_model(
+    arch: str = "vgg",
+    bias=None,
+    n_train: int = 3000,
+    n_test: int = 1000,
+    epochs: int = 3,
+    seed: int = 0,
+    device: str = "auto",
+    threads: int = 1,
+    progress: bool = False,
+):
+    """Train a zoo architecture on ConceptWorld with a planted context bias, deterministically.
+
+    Uses the zoo's recipe (:data:`xailib.models.train.RECIPES` ``["conceptworld"]``: AdamW, one-cycle,
+    batch 128) with fewer images and epochs, :func:`xailib.models.train.train_model`'s loop, and
+    deterministic algorithms on ``threads`` threads.
+
+    Parameters
+    ----------
+    arch : {"vgg", "resnet", "inception", "alexnet"}
+    bias : BiasSpec or None
+        Default: water with cow at rate 1.0 and 0.0 for the other classes (water means cow in training).
+    n_train, n_test : int
+        Training images (biased) and unbiased test images.
+    epochs : int
+    seed : int
+    device : str
+    threads : int
+
+    Returns
+    -------
+    (ZooNet, dict)
+        The model in eval mode and its training record (``test_accuracy`` on unbiased test data,
+        ``train_seconds``, the bias).
+    """
+    from xailib.data.conceptworld import BiasSpec, ConceptWorldDataset
+
+    bias = BiasSpec(context="water", target_class="cow", rate=1.0, other_rate=0.0) if bias is None else bias
+    if not isinstance(bias, BiasSpec):
+        raise TypeError(f"bias must be a BiasSpec(context=..., target_class=..., rate=...), got {type(bias).__name__}.")
+    check_positive_int(n_train, "n_train")
+    check_positive_int(n_test, "n_test")
+    check_positive_int(epochs, "epochs")
+    recipe = dict(RECIPES["conceptworld"], epochs=epochs)
+    if n_train < recipe["batch_size"]:
+        raise ValueError(f"n_train must be at least one batch ({recipe['batch_size']} images), got {n_train}.")
+    train = ConceptWorldDataset("train", n=n_train, seed=seed, bias=bias)
+    test = ConceptWorldDataset("test", n=n_test, seed=seed)
+    with deterministic(threads):
+        model, info = train_model(f"{arch}-conceptworld", (train.images, train.labels), (test.images, test.labels),
+                                  recipe, device=resolve_device(device), seed=seed, progress=progress)
+    info["bias"] = {"context": bias.context, "target_class": bias.target_class, "rate": bias.rate,
+                    "other_rate": bias.other_rate}
     return model, info
 
 
