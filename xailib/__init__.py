@@ -10,9 +10,10 @@ The floor (every method imports from here, never from another method's folder)
     xailib.baselines   every comparison method by name (Captum, grad-cam, zennit); randomisation and removal tests
     xailib.attacks     PGD, FGSM
     xailib.data        ConceptWorld, Fashion-MNIST, ImageNet folders, concept sets (xailib.data.concepts)
-    xailib.models      the small model zoo with checksummed checkpoints, torchvision by name, training
+    xailib.models      the zoo with checksummed checkpoints, torchvision by name, training, Subjects (what a
+                       notebook runs on: the zoo, or a torchvision model on an image folder)
     xailib.results     saving figures and tables with JSON sidecars; the paper-vs-ours table (paper_table)
-    xailib.plotting    image grids, mask overlays
+    xailib.plotting    image grids, the heat-map overlay, mask overlays
     xailib.reproduce   the papermill runner behind ``make reproduce``
 
 The methods
