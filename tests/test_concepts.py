@@ -14,7 +14,8 @@ from PIL import Image
 
 from xailib.data import ConceptSet, list_concepts, random_sets, subset_indices
 from xailib.data.conceptworld import ConceptWorld
-from xailib.data.sampling import check_seed, mix_seed
+from xailib.checks import check_seed
+from xailib.data.sampling import mix_seed
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 

@@ -5,6 +5,7 @@
 * :func:`first_supported` -- the first of several ways to batch a computation that the model's ops
   support; only an error that says "cannot batch this way" (:func:`is_batching_error`) moves on, so an
   out-of-memory error, or a layer that raises, reaches the caller.
+* :func:`map_batches` -- a function of (images, targets) over batches of images on the model's device.
 * :func:`class_scores`, :func:`predict` -- logits ``[B, C]`` and predicted classes ``[B]`` in eval mode,
   in batches, on the model's device (the model's mode is restored).
 """
@@ -26,6 +27,7 @@ __all__ = [
     "chunked",
     "is_batching_error",
     "first_supported",
+    "map_batches",
     "class_scores",
     "predict",
 ]
@@ -134,6 +136,32 @@ def first_supported(ways: Sequence[str], attempt: Callable[[str], T]) -> tuple[s
             if not is_batching_error(exc):
                 raise
     return ways[-1], attempt(ways[-1])
+
+
+def map_batches(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    batch_size: int,
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    requires_grad: bool = True,
+    progress: bool = False,
+    desc: str = "",
+) -> torch.Tensor:
+    """``torch.cat`` of ``fn(x, t)`` over batches of ``batch_size`` images, on the CPU.
+
+    ``x: [b, C, H, W]`` is a detached copy of the batch on the model's device (requiring grad when
+    ``requires_grad``), ``t: [b]`` the batch's class indices on that device.
+    """
+    dev = model_device(model)
+    out = []
+    for i in tqdm(range(0, images.shape[0], batch_size), disable=not progress, desc=desc, leave=False):
+        x = images[i:i + batch_size].to(dev).detach().clone()
+        if requires_grad:
+            x.requires_grad_(True)
+        out.append(fn(x, targets[i:i + batch_size].to(dev)).detach().cpu())
+    return torch.cat(out)
 
 
 @torch.no_grad()

@@ -9,7 +9,8 @@ is changed.
 * :func:`model_device` -- where a model's parameters live (the device images are moved to).
 * :func:`check_images` -- ``[B, C, H, W]`` floats, with the channels and size the model takes.
 * :func:`check_targets` -- class indices from an int, a list, a tensor or ``"predicted"``.
-* :func:`check_positive_int`, :func:`check_positive_float`, :func:`check_fraction`, :func:`check_choice`.
+* :func:`check_positive_int`, :func:`check_positive_float`, :func:`check_seed`, :func:`check_fraction`,
+  :func:`check_choice`.
 * :func:`check_layer`, :func:`check_layers` -- dotted layer names; :func:`check_layer_list` -- a list
   of distinct layers, low to high where the model's ``stage_names`` tell the order.
 
@@ -36,6 +37,7 @@ __all__ = [
     "n_classes",
     "check_positive_int",
     "check_positive_float",
+    "check_seed",
     "check_fraction",
     "check_choice",
     "check_methods",
@@ -264,6 +266,22 @@ def check_positive_float(value, name: str, *, zero: bool = False, hint: str = ""
         raise ValueError(f"{name} must be a {'non-negative' if zero else 'positive'} finite number{hint}, "
                          f"got {value!r}.")
     return float(value)
+
+
+def check_seed(seed, name: str = "seed", *, optional: bool = False) -> int | None:
+    """``seed`` as an int (any sign; ``None`` too with ``optional=True``); bools and floats are refused.
+
+    Raises
+    ------
+    TypeError
+        For anything but an int (or None where allowed).
+    """
+    if seed is None and optional:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be an int{' or None' if optional else ''}, got {type(seed).__name__} "
+                        f"{seed!r}; pass e.g. {name}=0.")
+    return int(seed)
 
 
 def check_fraction(value, name: str, *, low_open: bool = False, high_open: bool = False, hint: str = "") -> float:

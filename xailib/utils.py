@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xailib.checks import check_seed
+
 __all__ = ["resolve_device", "seed_everything", "repo_root", "make_generator"]
 
 _VALID_DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
@@ -55,8 +57,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a CPU ``torch.Generator`` seeded with ``seed``."""
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {seed!r}.")
+    seed = check_seed(seed)
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

@@ -1,4 +1,4 @@
-"""Helpers shared by the comparison methods: seeded RNG, quiet captum, kept gradients, batched runs.
+"""Helpers shared by the comparison methods: seeded RNG, quiet captum, kept gradients, channel sums.
 
 Each is a context manager that restores what it changed in ``finally`` (the convention of
 :mod:`xailib.layers`), or a plain function of tensors.
@@ -7,16 +7,13 @@ Each is a context manager that restores what it changed in ``finally`` (the conv
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from xailib.checks import model_device
-
-__all__ = ["seeded", "quiet_captum", "kept_grads", "run_batches", "channel_sum"]
+__all__ = ["seeded", "quiet_captum", "kept_grads", "channel_sum"]
 
 
 @contextmanager
@@ -49,32 +46,6 @@ def kept_grads(model: nn.Module) -> Iterator[None]:
     finally:
         for p, g in saved:
             p.grad = g
-
-
-def run_batches(
-    model: nn.Module,
-    images: torch.Tensor,
-    targets: torch.Tensor,
-    batch_size: int,
-    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    *,
-    requires_grad: bool = True,
-    progress: bool = False,
-    desc: str = "",
-) -> torch.Tensor:
-    """``torch.cat`` of ``fn(x, t)`` over batches of ``batch_size`` images, on the CPU.
-
-    ``x: [b, C, H, W]`` is a detached copy of the batch on the model's device (requiring grad when
-    ``requires_grad``), ``t: [b]`` the batch's class indices on that device.
-    """
-    dev = model_device(model)
-    out = []
-    for i in tqdm(range(0, images.shape[0], batch_size), disable=not progress, desc=desc, leave=False):
-        x = images[i:i + batch_size].to(dev).detach().clone()
-        if requires_grad:
-            x.requires_grad_(True)
-        out.append(fn(x, targets[i:i + batch_size].to(dev)).detach().cpu())
-    return torch.cat(out)
 
 
 def channel_sum(a) -> torch.Tensor:

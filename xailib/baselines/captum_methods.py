@@ -31,7 +31,8 @@ import copy
 import torch
 from torch import nn
 
-from xailib.baselines._common import channel_sum, quiet_captum, run_batches, seeded
+from xailib.batching import map_batches
+from xailib.baselines._common import channel_sum, quiet_captum, seeded
 from xailib.baselines.registry import register
 from xailib.checks import check_layer, check_model, check_positive_float, check_positive_int, model_device
 from xailib.layers import get_layer, model_state, named_layers
@@ -61,7 +62,7 @@ def gradient(model, images, targets, layer, *, batch_size: int = 32, progress: b
     batch_size = check_positive_int(batch_size, "batch_size")
     with model_state(model, train=False, requires_grad=False), quiet_captum():
         algo = Saliency(model)
-        return run_batches(model, images, targets, batch_size, lambda x, t: algo.attribute(x, target=t, abs=False),
+        return map_batches(model, images, targets, batch_size, lambda x, t: algo.attribute(x, target=t, abs=False),
                            progress=progress, desc="Gradient")
 
 
@@ -80,7 +81,7 @@ def smoothgrad(model, images, targets, layer, *, sg_samples: int = 16, sg_stdev:
     batch_size = check_positive_int(batch_size, "batch_size")
     with model_state(model, train=False, requires_grad=False), seeded(seed, model_device(model)), quiet_captum():
         algo = NoiseTunnel(Saliency(model))
-        return run_batches(model, images, targets, batch_size,
+        return map_batches(model, images, targets, batch_size,
                            lambda x, t: algo.attribute(x, nt_type="smoothgrad", nt_samples=sg_samples,
                                                        nt_samples_batch_size=batch_size, stdevs=sg_stdev, target=t,
                                                        abs=False),
@@ -94,7 +95,7 @@ def guided_backprop(model, images, targets, layer, *, batch_size: int = 32, prog
     batch_size = check_positive_int(batch_size, "batch_size")
     with model_state(model, train=False, requires_grad=False), quiet_captum():
         algo = GuidedBackprop(model)
-        return run_batches(model, images, targets, batch_size, lambda x, t: algo.attribute(x, target=t),
+        return map_batches(model, images, targets, batch_size, lambda x, t: algo.attribute(x, target=t),
                            progress=progress, desc="GuidedBackprop")
 
 
@@ -107,7 +108,7 @@ def integrated_gradients(model, images, targets, layer, *, ig_steps: int = 32, b
     batch_size = check_positive_int(batch_size, "batch_size")
     with model_state(model, train=False, requires_grad=False), quiet_captum():
         algo = IntegratedGradients(model)
-        return run_batches(model, images, targets, batch_size,
+        return map_batches(model, images, targets, batch_size,
                            lambda x, t: algo.attribute(x, baselines=torch.zeros_like(x), target=t, n_steps=ig_steps,
                                                        internal_batch_size=batch_size),
                            progress=progress, desc="IntegratedGradients")
@@ -139,7 +140,7 @@ def grad_cam(model, images, targets, layer, *, relu: bool = True, interpolate_mo
                                  f"{tuple(a.shape)}. Choose a conv layer or block, e.g. one of model.stage_names.")
             return LayerAttribution.interpolate(a, size, interpolate_mode=interpolate_mode)
 
-        return run_batches(model, images, targets, batch_size, one, progress=progress, desc="GradCAM")
+        return map_batches(model, images, targets, batch_size, one, progress=progress, desc="GradCAM")
 
 
 def lrp_map(model, images, targets, layer, *, batch_size: int = 32, progress: bool = False):
@@ -160,7 +161,7 @@ def lrp_map(model, images, targets, layer, *, batch_size: int = 32, progress: bo
             ctx.attach_rules()
             return algo.attribute(x, target=t)
 
-        return run_batches(work, images, targets, batch_size, one, progress=progress, desc="LRP")
+        return map_batches(work, images, targets, batch_size, one, progress=progress, desc="LRP")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ def _integrated_channel_scores(cls, model, images, targets, layer, n_steps, batc
     batch_size = check_positive_int(batch_size, "batch_size")
     with model_state(model, train=False, requires_grad=False), quiet_captum():
         algo = cls(model, get_layer(model, layer))
-        return run_batches(model, images, targets, batch_size,
+        return map_batches(model, images, targets, batch_size,
                            lambda x, t: channel_sum(algo.attribute(x, baselines=torch.zeros_like(x), target=t,
                                                                    n_steps=n_steps,
                                                                    internal_batch_size=batch_size * n_steps)),
@@ -219,7 +220,7 @@ def lrp_channels(model, images, targets, layer, *, batch_size: int = 64):
             ctx.attach_rules()
             return channel_sum(lrp.attribute(x, target=t, attribute_to_layer_input=True))
 
-        return run_batches(work, images, targets, batch_size, one, requires_grad=False)
+        return map_batches(work, images, targets, batch_size, one, requires_grad=False)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from xailib.baselines._common import kept_grads, run_batches
+from xailib.batching import map_batches
+from xailib.baselines._common import kept_grads
 from xailib.baselines.captum_methods import last_stage
 from xailib.baselines.registry import register
 from xailib.checks import check_positive_int
@@ -56,7 +57,7 @@ def grad_cam_plus_plus(model, images, targets, layer, *, batch_size: int = 32, p
                     maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t.tolist()])
                     return torch.from_numpy(maps)[:, None].to(dtype=images.dtype)  # [b, 1, H, W]
 
-                return run_batches(model, images, targets, batch_size, one, progress=progress, desc="GradCAM++")
+                return map_batches(model, images, targets, batch_size, one, progress=progress, desc="GradCAM++")
         finally:
             cam.activations_and_grads.release()
             cam.outputs = None

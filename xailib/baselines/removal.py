@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import numbers
 import time
 from collections.abc import Sequence
 
@@ -29,6 +28,7 @@ from xailib.checks import (
     check_methods,
     check_model,
     check_positive_int,
+    check_seed,
     check_targets,
     model_device,
 )
@@ -55,9 +55,7 @@ def random_scores(model, images, targets, layer, *, seed: int = 0):
 
     The same seed gives the same scores for every layer of the same width; the targets are not used.
     """
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int, got {seed!r}.")
-    seed = int(seed)
+    seed = check_seed(seed)
     with torch.no_grad(), model_state(model, train=False):
         k = _layer_channels(model, layer, images[:1].to(model_device(model)))
     return torch.rand(images.shape[0], k, generator=torch.Generator().manual_seed(seed))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from xailib.baselines._common import run_batches
+from xailib.batching import map_batches
 from xailib.baselines.registry import register
 from xailib.checks import check_positive_float, check_positive_int
 from xailib.layers import model_state
@@ -60,7 +60,7 @@ def excitation_backprop(model, images, targets, layer, *, stabilizer: float = 1e
                     _, relevance = attributor(x, lambda out: F.one_hot(t, out.shape[1]).to(out.dtype))
                     return relevance
 
-                return run_batches(model, images, targets, batch_size, one, progress=progress,
+                return map_batches(model, images, targets, batch_size, one, progress=progress,
                                    desc="ExcitationBackprop")
         finally:
             composite.remove()

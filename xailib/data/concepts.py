@@ -50,7 +50,8 @@ import torch
 from xailib.checks import check_positive_int
 from xailib.data.conceptworld import ConceptWorld
 from xailib.data.imagenet import IMAGE_EXTENSIONS, eval_transform, image_files, load_image, mask_transform
-from xailib.data.sampling import check_seed, mix_seed, subset_indices
+from xailib.checks import check_seed
+from xailib.data.sampling import mix_seed, subset_indices
 from xailib.utils import resolve_device
 
 __all__ = ["ConceptSet", "ConceptFolders", "random_sets", "list_concepts", "MASK_SUFFIX", "RANDOM_PREFIX"]

@@ -11,7 +11,6 @@ Several draws from one seed (the ``i``-th random benchmark set of ``seed``) use 
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 import torch
@@ -19,7 +18,7 @@ import torch
 from xailib.checks import check_positive_int
 from xailib.utils import make_generator
 
-__all__ = ["subset_indices", "mix_seed", "check_seed"]
+__all__ = ["subset_indices", "mix_seed"]
 
 
 def subset_indices(n_total: int, n: int | None, seed: int, *, of: str = "this split") -> np.ndarray:
@@ -84,19 +83,3 @@ def mix_seed(*parts: int) -> int:
         h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & mask
         h ^= h >> 31
     return h & 0x7FFFFFFFFFFFFFFF
-
-
-def check_seed(seed, name: str = "seed", *, optional: bool = False) -> int | None:
-    """``seed`` as an int (any sign; ``None`` too with ``optional=True``); bools and floats are refused.
-
-    Raises
-    ------
-    TypeError
-        For anything but an int (or None where allowed).
-    """
-    if seed is None and optional:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"{name} must be an int{' or None' if optional else ''}, got {type(seed).__name__} "
-                        f"{seed!r}; pass e.g. {name}=0.")
-    return int(seed)

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from xailib.baselines import register
+from xailib.batching import map_batches
 from xailib.checks import check_positive_int, model_device
 from xailib.gap.module import GAP
 from xailib.gap.saliency import gap_saliency
@@ -35,10 +36,9 @@ def gap_map(model, images, targets, layer, *, top_n: int = 3, progress: bool = F
 def gap_channels(model, images, targets, layer, *, batch_size: int = 64) -> torch.Tensor:
     """gAP channel contributions, Eq. (4) (:meth:`~xailib.gap.module.GAP.attribute`): ``[B, K]``."""
     batch_size = check_positive_int(batch_size, "batch_size")
-    dev = model_device(model)
     gap = GAP(model)
-    return torch.cat([gap.attribute(images[i:i + batch_size].to(dev), targets[i:i + batch_size],
-                                    layer).contributions.cpu() for i in range(0, images.shape[0], batch_size)])
+    return map_batches(model, images, targets, batch_size, lambda x, t: gap.attribute(x, t, layer).contributions,
+                       requires_grad=False)
 
 
 register("gAP", gap_map, kind="map")
