@@ -117,15 +117,33 @@ def test_injected_out_of_memory_reaches_the_caller_in_ground_truth():
     assert count_hooks(model) == 0
 
 
-def test_a_real_batching_error_still_falls_back_and_gives_the_same_numbers():
-    """On an Inception block, expanding one branch's output cannot go through the concatenation: the engine
-    moves on to repeating the image (a batching error), and the result equals one decision at a time."""
+def test_batching_errors_move_on_to_the_next_way_and_give_the_same_numbers(monkeypatch):
+    """The first way (one forward, then a vmapped backward) is made to fail as an op without a vmap rule does; the
+    second (expanding one branch's output of an Inception block) really fails at the concatenation. The engine
+    then repeats the image, keeps that way for the call, and gives one decision at a time's gradients."""
+    from xailib.gap import gradients
+
+    def no_vmap_rule(*args, **kwargs):
+        raise RuntimeError("Batching rule not implemented for aten::some_op (simulated by the test)")
+
+    chosen = []
+    call = gradients._DecisionBatches.__call__
+
+    def spy(self, sl):
+        out = call(self, sl)
+        chosen.append(self.way)
+        return out
+
+    monkeypatch.setattr(gradients, "_batched_vjp", no_vmap_rule)
+    monkeypatch.setattr(gradients._DecisionBatches, "__call__", spy)
     model = make(TinyInception)
     x = image()
     channels, positions = torch.tensor([0, 2, 5]), torch.tensor([[1, 1], [2, 3], [0, 0]])
     with model_state(model, train=False, requires_grad=False):
         g, _, _ = decision_gradients(model, x, "inc1.b1", "inc2", channels, positions, torch.zeros(3, dtype=torch.long),
                                      max_batch_bytes=None)
+    assert chosen == ["rows"]
     ref = [GAP(model).attribute(x, target=Neuron("inc2", int(c), int(p[0]), int(p[1])), layer="inc1.b1").gradients
            for c, p in zip(channels, positions)]
     torch.testing.assert_close(g, torch.cat(ref), rtol=0, atol=1e-12)
+    assert count_hooks(model) == 0
