@@ -13,7 +13,7 @@ import torch
 
 from xailib.data.conceptworld import (
     ALL_CLASS_NAMES, CLASS_NAMES, COLOUR_NAMES, MIN_SIZE, NEUTRAL_GREY, PART_NAMES, TEXTURE_NAMES, BiasSpec,
-    ConceptWorld, ConceptWorldDataset, Recipe, _PALETTE, _Z_ORDER,
+    SETTINGS, ConceptWorld, ConceptWorldDataset, Recipe, _PALETTE, _Z_ORDER,
 )
 
 
@@ -412,3 +412,181 @@ def test_extra_classes_render():
     b = w.render(w.sample(24))
     assert set(b.labels.tolist()) == set(range(12))
     assert math.isclose(float(b.images.mean()), float(b.images.mean()))  # finite
+
+
+# ---------------------------------------------------------------------------------------------- settings
+def test_default_setting_renders_as_before():
+    """Regression checksums of the default setting, recorded with the renderer of 20016d1 (before the
+    settings existed) on x86_64 / torch 2.14.1: images and part indices are byte-identical."""
+    import hashlib
+
+    def digest(batch):
+        return hashlib.sha256(batch.images.numpy().tobytes() + batch.part_index.numpy().tobytes()).hexdigest()
+
+    w = ConceptWorld(size=64, seed=0)
+    assert digest(w.render(w.sample(64, split="train", seed=11))) == \
+        "6c1f2f0edfdaa7aa9abfbc57baca60c28a0410a382cb3950b8ac3904a23d0c01"
+    w = ConceptWorld(size=48, seed=2, n_classes=12, setting="default")
+    assert digest(w.render(w.remove(w.sample(24, split="test", seed=1), parts=["head"]))) == \
+        "eda1814b3d81d4f66e95408ad489a9c3f461c1e39038bceceba747d40b1d262c"
+    assert w.render(w.sample(3)).recipes.clutter is None
+
+
+def test_unknown_setting_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="Unknown ConceptWorld setting 'extreme'. Valid settings: default, hard"):
+        ConceptWorld(setting="extreme")
+    with pytest.raises(ValueError, match="Valid settings: default, hard"):
+        ConceptWorldDataset("test", n=4, setting="Hard")
+
+
+@pytest.fixture(scope="module")
+def hard():
+    return ConceptWorld(size=64, seed=0, setting="hard")
+
+
+@pytest.fixture(scope="module")
+def hard_scenes(hard):
+    rec = hard.sample(80, split="train", seed=5)
+    return rec, hard.render(rec)
+
+
+def _reference_occluder(world, cl):
+    """Literal occluder masks [N, H, W] on the full grid, image by image."""
+    H = world.size
+    coords = (torch.arange(H, dtype=torch.float32) + 0.5) / H * 2 - 1
+    out = torch.zeros(len(cl), H, H, dtype=torch.bool)
+    for i in range(len(cl)):
+        if not bool(cl.occluder[i]):
+            continue
+        dx, dy = coords[None, :] - cl.occluder_center[i, 0], coords[:, None] - cl.occluder_center[i, 1]
+        c, s = torch.cos(cl.occluder_angle[i]), torch.sin(cl.occluder_angle[i])
+        ru, rv = c * dx + s * dy, -s * dx + c * dy
+        a, b = cl.occluder_size[i]
+        if int(cl.occluder_shape[i]) == 0:
+            out[i] = (ru / a) ** 2 + (rv / b) ** 2 <= 1.0
+        else:
+            out[i] = (ru.abs() <= a) & (rv.abs() <= b)
+    return out
+
+
+def test_hard_renderer_matches_literal_reference(hard, hard_scenes):
+    """The painter's order of the hard setting, literally: distractor, then the object, then the occluder."""
+    rec, batch = hard_scenes
+    P = len(PART_NAMES)
+    own_ref = _reference_part_index(hard, rec)
+    dis_ref = _reference_part_index(hard, rec.clutter.distractor)
+    occ_ref = _reference_occluder(hard, rec.clutter)
+    canvas = torch.where(own_ref >= 0, own_ref, torch.where(dis_ref >= 0, dis_ref + P, -1))
+    canvas[occ_ref] = 2 * P
+    assert torch.equal(batch.part_index.long(), torch.where(canvas < P, canvas, -1))
+    assert torch.equal(batch.clutter_index.long(), torch.where(canvas >= P, canvas - P, -1))
+    # the sample really is cluttered: distractors and occluders show, and they hide some of the object
+    assert batch.distractor_mask.flatten(1).any(1).float().mean() > 0.3
+    assert batch.occluder_mask.flatten(1).any(1).float().mean() > 0.3
+    hidden = (own_ref >= 0) & occ_ref
+    assert hidden.flatten(1).any(1).sum() > 5
+
+
+def test_hard_masks_hold_only_the_objects_own_visible_pixels(hard, hard_scenes):
+    rec, batch = hard_scenes
+    pm, dm, om = batch.part_masks, batch.distractor_part_masks, batch.occluder_mask
+    own = pm.any(1)
+    assert not (own & dm.any(1)).any() and not (own & om).any() and not (dm.any(1) & om).any()
+    # object, distractor, occluder and background partition the image
+    total = own.long() + batch.distractor_mask.long() + om.long() + batch.background_mask.long()
+    assert (total == 1).all()
+    assert torch.equal(batch.distractor_mask, dm.any(1))
+    cm = batch.concept_masks
+    P, T, K = 13, 5, 10
+    clutter = ~own & ~batch.background_mask
+    assert not cm[:, :, :, :][clutter.unsqueeze(1).expand_as(cm)].any(), "no concept on distractor/occluder pixels"
+    assert torch.equal(cm[:, P:P + T].sum(1), own.long())
+    assert torch.equal(cm[:, P + T + K:].sum(1), batch.background_mask.long())
+    # a part hidden entirely by the occluder has an empty mask although the recipe has it
+    visible = pm.flatten(2).any(-1)
+    assert not (visible & ~rec.present).any()
+
+
+def test_hard_contrast_is_pixelwise(hard, hard_scenes):
+    rec, batch = hard_scenes
+    flat = rec.clone()
+    flat.clutter.contrast[:] = 1.0
+    full = hard.render(flat)
+    c = rec.clutter.contrast[:, None, None, None]
+    assert torch.allclose(batch.images, 0.5 + c * (full.images - 0.5), atol=1e-6)
+    assert float(rec.clutter.contrast.min()) >= SETTINGS["hard"].contrast[0]
+    assert torch.equal(full.part_index, batch.part_index)
+
+
+@pytest.mark.parametrize("edit", ["remove_head", "remove_stripes", "swap_context", "declutter", "swap_colour"])
+def test_hard_interventions_change_only_their_pixels(hard, hard_scenes, edit):
+    rec, batch = hard_scenes
+    if edit == "remove_head":
+        new, region = hard.remove(rec, parts=["head"]), batch.part_masks[:, PART_NAMES.index("head")]
+    elif edit == "remove_stripes":
+        new, region = hard.remove(rec, concepts=["stripes"]), batch.concept_mask("stripes")
+    elif edit == "swap_context":
+        new, region = hard.swap(rec, context="night"), batch.background_mask
+    elif edit == "swap_colour":
+        new, region = hard.swap(rec, colour="green", parts=["body"]), batch.part_masks[:, 0]
+    else:
+        new, region = hard.declutter(rec), ~batch.object_mask & ~batch.background_mask
+    after = hard.render(new)
+    changed = (after.images != batch.images).any(1)
+    assert changed.any()
+    assert not (changed & ~region).any(), f"{edit}: pixels outside its region changed"
+    assert new.clutter is not rec.clutter and rec.clutter.occluder.any(), "the input recipes are untouched"
+
+
+def test_declutter_reveals_what_was_hidden(hard, hard_scenes):
+    rec, batch = hard_scenes
+    clean = hard.render(hard.declutter(rec))
+    assert not clean.occluder_mask.any() and not clean.distractor_mask.any()
+    assert (clean.part_masks.sum((2, 3)) >= batch.part_masks.sum((2, 3))).all(), "parts only gain pixels"
+    only_occ = hard.render(hard.declutter(rec, distractor=False))
+    assert torch.equal(only_occ.distractor_mask | only_occ.object_mask | only_occ.background_mask,
+                       torch.ones_like(only_occ.object_mask))
+    iso = hard.render(hard.isolate(rec, ["head"]))
+    assert not iso.distractor_mask.any() and not iso.occluder_mask.any()
+
+
+def test_hard_recipes_round_trip_index_and_cat(hard, hard_scenes):
+    rec, batch = hard_scenes
+    dicts = [json.loads(json.dumps(rec.to_dict(i))) for i in range(4)]
+    assert "clutter" in dicts[0] and "distractor" in dicts[0]["clutter"]
+    assert Recipe.from_dicts(dicts).equal(rec[0:4])
+    both = Recipe.cat([rec[0:3], rec[3:6]])
+    assert both.equal(rec[0:6]) and not both.equal(rec[1:7])
+    one = hard.render(rec[7])
+    assert torch.equal(one.images[0], batch.images[7]) and torch.equal(one.clutter_index[0], batch.clutter_index[7])
+    plain = ConceptWorld(size=64, seed=0).sample(2)
+    with pytest.raises(ValueError, match="one setting"):
+        Recipe.cat([plain, rec[0:2]])
+    assert not plain.equal(rec[0:2])
+
+
+def test_hard_sampling_seeded_and_distractors_of_other_classes(hard):
+    a, b = hard.sample(200, seed=3), hard.sample(200, seed=3)
+    assert a.equal(b) and not a.equal(hard.sample(200, seed=4))
+    d = a.clutter.distractor
+    shown = d.present.any(1)
+    assert (d.label[shown] != a.label[shown]).all(), "a distractor is of another class"
+    assert 0.5 < shown.float().mean() < 0.9 and (d.scale < a.scale).all()
+    small = ConceptWorld(seed=0).sample(200, seed=3).scale
+    assert float(a.scale.min()) < 0.5 < 0.62 <= float(small.min())  # smaller objects than the default's
+
+
+def test_hard_dataset_and_load_dataset():
+    from xailib.data import dataset_info, load_dataset
+
+    ds = load_dataset("conceptworld-hard", "test", n=12, seed=1)
+    assert ds.world.setting == "hard" and ds.clutter_index.shape == (12, 64, 64)
+    again = ConceptWorldDataset("test", n=12, seed=1, setting="hard", chunk_size=5)
+    assert torch.equal(ds.images, again.images) and torch.equal(ds.clutter_index, again.clutter_index)
+    sc = ds.scenes([2, 3])
+    assert torch.equal(sc.clutter_index, ds.clutter_index[[2, 3]])
+    assert torch.equal(sc.images, ds.world.render(ds.recipes[[2, 3]]).images)
+    assert dataset_info("conceptworld-hard").input_shape == (3, 64, 64)
+    assert not torch.equal(ds.images, load_dataset("conceptworld", "test", n=12, seed=1).images)
+    with pytest.raises(ValueError, match="is the hard setting"):
+        load_dataset("conceptworld-hard", "test", n=2, setting="default")

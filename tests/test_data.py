@@ -50,8 +50,8 @@ def nowhere(monkeypatch, tmp_path):
 
 
 def test_registry_names_and_unknown_name():
-    assert DATASETS == ("conceptworld", "fashion-mnist", "imagenet-folder")
-    with pytest.raises(ValueError, match="valid names: conceptworld, fashion-mnist, imagenet-folder"):
+    assert DATASETS == ("conceptworld", "conceptworld-hard", "fashion-mnist", "imagenet-folder")
+    with pytest.raises(ValueError, match="valid names: conceptworld, conceptworld-hard, fashion-mnist, imagenet-folder"):
         load_dataset("cifar10")
     with pytest.raises(ValueError, match="valid names"):
         dataset_info("mnist")

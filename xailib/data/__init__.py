@@ -34,7 +34,9 @@ __all__ = ["DATASETS", "load_dataset", "dataset_info", "DatasetInfo", "InMemory"
            "ConceptSet", "ConceptFolders", "random_sets", "list_concepts", "subset_indices"]
 
 #: Names accepted by :func:`load_dataset`.
-DATASETS: tuple[str, ...] = ("conceptworld", "fashion-mnist", "imagenet-folder")
+#: ``"conceptworld-hard"`` is ConceptWorld's hard setting (``ConceptWorld(setting="hard")``: clutter, occlusion,
+#: small objects, low contrast), the same as ``load_dataset("conceptworld", setting="hard")``.
+DATASETS: tuple[str, ...] = ("conceptworld", "conceptworld-hard", "fashion-mnist", "imagenet-folder")
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def load_dataset(name: str, split: str = "train", *, n: int | None = None, seed:
 
     Parameters
     ----------
-    name : {"conceptworld", "fashion-mnist", "imagenet-folder"}
+    name : {"conceptworld", "conceptworld-hard", "fashion-mnist", "imagenet-folder"}
     split : str
         ``"train"`` or ``"test"`` (ConceptWorld and Fashion-MNIST); ignored for an image folder (the
         folder is the split).
@@ -81,7 +83,7 @@ def load_dataset(name: str, split: str = "train", *, n: int | None = None, seed:
     root : path-like, optional
         Fashion-MNIST: a folder to look in first; image folder: the folder itself (required).
     **kw
-        Passed on: ConceptWorld ``size=64, bias=None``; Fashion-MNIST ``download=False``; image folder
+        Passed on: ConceptWorld ``size=64, bias=None, setting="default"`` (or ``"hard"``); Fashion-MNIST ``download=False``; image folder
         ``resize=256, crop=224, transform=None``.
 
     Returns
@@ -96,9 +98,14 @@ def load_dataset(name: str, split: str = "train", *, n: int | None = None, seed:
         For an unknown name (the message lists the valid ones) or bad arguments.
     """
     name = _check_name(name)
-    if name == "conceptworld":
+    if name in ("conceptworld", "conceptworld-hard"):
         from xailib.data.conceptworld import ConceptWorldDataset  # lazy: written alongside this module
 
+        if name == "conceptworld-hard":
+            if kw.get("setting", "hard") != "hard":
+                raise ValueError(f"'conceptworld-hard' is the hard setting; got setting={kw['setting']!r}. Use "
+                                 "load_dataset('conceptworld', setting=...) for another setting.")
+            kw["setting"] = "hard"
         if root is not None:
             raise ValueError("ConceptWorld is generated, not read from disk; leave root=None.")
         kw.setdefault("size", 64)
@@ -130,7 +137,7 @@ def dataset_info(name: str, *, root: str | os.PathLike | None = None, size: int 
         from xailib.data.fashion_mnist import CLASS_NAMES
 
         return DatasetInfo(name, (1, 28, 28), tuple(CLASS_NAMES), len(CLASS_NAMES))
-    if name == "conceptworld":
+    if name in ("conceptworld", "conceptworld-hard"):
         from xailib.data import conceptworld
 
         names = getattr(conceptworld, "CLASS_NAMES", None)
