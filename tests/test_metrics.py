@@ -404,3 +404,23 @@ def test_mean_ci_table():
         mean_ci_table(df, "model", "iou")
     with pytest.raises(TypeError, match="DataFrame"):
         mean_ci_table(df.to_dict(), "method", "iou")
+
+
+def test_confusion_matrix_and_pairs_by_hand():
+    from xailib.metrics import confusion_matrix, confusion_pairs
+
+    # true:  0 0 0 1 1 2 2 2 ; predicted: 0 1 1 1 0 2 0 2
+    m = confusion_matrix([0, 1, 1, 1, 0, 2, 0, 2], [0, 0, 0, 1, 1, 2, 2, 2], 3)
+    assert m.tolist() == [[1, 2, 0], [1, 1, 0], [1, 0, 2]]
+    table, summary = confusion_pairs(m, ["a", "b", "c"], pairs=[("b", "a")])
+    # pair (a, b): 2 + 1 = 3 errors, (a, c): 0 + 1 = 1; 4 errors in all, 3 of them in the intended pair
+    assert table[["a", "b", "errors"]].values.tolist() == [["a", "b", 3], ["a", "c", 1]]
+    assert table.intended.tolist() == [True, False] and table.share.tolist() == [0.75, 0.25]
+    assert summary["errors"] == 4 and summary["in_pairs"] == 3 and summary["share_in_pairs"] == 0.75
+    # chance: a's 2 errors and b's 1 error have 1 partner out of 2 wrong classes, c's 1 error has none:
+    # (2 * 1/2 + 1 * 1/2 + 1 * 0) / 4 = 0.375
+    assert summary["share_if_uniform"] == pytest.approx(0.375)
+    with pytest.raises(ValueError, match=r"class indices in \[0, 2\]"):
+        confusion_matrix([3], [0], 3)
+    with pytest.raises(ValueError, match="Unknown class 'z'"):
+        confusion_pairs(m, ["a", "b", "c"], pairs=[("a", "z")])

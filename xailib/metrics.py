@@ -33,6 +33,7 @@ __all__ = [
     "mask_iou", "threshold_iou", "pointing_game",
     "deletion_curve", "insertion_curve", "auc",
     "BootstrapCI", "bootstrap_ci", "mean_ci_table",
+    "confusion_matrix", "confusion_pairs",
 ]
 
 
@@ -475,3 +476,76 @@ def mean_ci_table(df: pd.DataFrame, by, value: str, n_boot: int = 10000, confide
         ci = bootstrap_ci(group[value].to_numpy(dtype=np.float64), n_boot, confidence, seed)
         rows.append({**dict(zip(keys, key)), "mean": ci.mean, "ci_low": ci.low, "ci_high": ci.high, "n": ci.n})
     return pd.DataFrame(rows, columns=keys + ["mean", "ci_low", "ci_high", "n"])
+
+
+def confusion_matrix(predictions, labels, n_classes: int) -> torch.Tensor:
+    """Counts ``M[i, j]`` of images of true class ``i`` predicted as ``j``: LongTensor ``[C, C]``.
+
+    Parameters
+    ----------
+    predictions, labels : int tensors or sequences ``[N]``
+        Predicted and true class indices in ``[0, n_classes)``.
+    n_classes : int
+    """
+    n_classes = check_positive_int(n_classes, "n_classes")
+    pred = torch.as_tensor(predictions).long().flatten().cpu()
+    true = torch.as_tensor(labels).long().flatten().cpu()
+    if pred.shape != true.shape:
+        raise ValueError(f"predictions and labels need one entry per image each, got {pred.numel()} and "
+                         f"{true.numel()}.")
+    for name, t in (("predictions", pred), ("labels", true)):
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n_classes):
+            raise ValueError(f"{name} must be class indices in [0, {n_classes - 1}], got values from "
+                             f"{int(t.min())} to {int(t.max())}; pass n_classes=len(class_names).")
+    return torch.bincount(true * n_classes + pred, minlength=n_classes * n_classes).view(n_classes, n_classes)
+
+
+def confusion_pairs(matrix: torch.Tensor, class_names, pairs=()) -> tuple[pd.DataFrame, dict]:
+    """The confused class pairs of a confusion matrix, most confused first, and how many errors fall in ``pairs``.
+
+    Parameters
+    ----------
+    matrix : LongTensor [C, C]
+        From :func:`confusion_matrix` (rows: true class).
+    class_names : sequence of str
+    pairs : iterable of (str, str)
+        Unordered pairs of classes that are meant to be confused (look-alikes).
+
+    Returns
+    -------
+    (DataFrame, dict)
+        One row per unordered pair with any error: ``a``, ``b``, ``a_as_b``, ``b_as_a``, ``errors`` (their sum),
+        ``share`` (of all errors) and ``intended`` (the pair is in ``pairs``); and a summary: ``errors``,
+        ``in_pairs`` (errors between intended pairs), ``share_in_pairs`` and ``share_if_uniform``, the share
+        expected if each class's errors spread evenly over the other classes (the chance level to compare with).
+    """
+    m = torch.as_tensor(matrix).long().cpu()
+    names = list(class_names)
+    C = len(names)
+    if m.shape != (C, C):
+        raise ValueError(f"matrix must be [C, C] with C = len(class_names) = {C}, got {tuple(m.shape)}.")
+    wanted = set()
+    for a, b in pairs:
+        for x in (a, b):
+            if x not in names:
+                raise ValueError(f"Unknown class {x!r} in pairs; classes: {', '.join(names)}.")
+        wanted.add(frozenset((a, b)))
+    errors = int(m.sum() - m.diag().sum())
+    rows = []
+    for i in range(C):
+        for j in range(i + 1, C):
+            e = int(m[i, j] + m[j, i])
+            if e:
+                rows.append(dict(a=names[i], b=names[j], a_as_b=int(m[i, j]), b_as_a=int(m[j, i]), errors=e,
+                                 share=e / errors, intended=frozenset((names[i], names[j])) in wanted))
+    table = pd.DataFrame(rows, columns=["a", "b", "a_as_b", "b_as_a", "errors", "share", "intended"])
+    table = table.sort_values(["errors", "a", "b"], ascending=[False, True, True], ignore_index=True)
+    in_pairs = int(table.loc[table.intended, "errors"].sum()) if len(table) else 0
+    # chance: class i's errors spread over its C - 1 wrong classes; partners(i) of them are intended
+    off = (m.sum(1) - m.diag()).double()
+    partners = torch.tensor([sum(frozenset((names[i], names[j])) in wanted for j in range(C) if j != i)
+                             for i in range(C)], dtype=torch.float64)
+    uniform = float((off * partners / (C - 1)).sum() / off.sum()) if errors else float("nan")
+    summary = dict(errors=errors, in_pairs=in_pairs, share_in_pairs=in_pairs / errors if errors else float("nan"),
+                   share_if_uniform=uniform)
+    return table, summary

@@ -241,3 +241,43 @@ def intervention_figure(world, recipes, remove_part: str, keep_parts: Sequence[s
     for ax, title in zip(fig.axes[: len(columns)], columns):
         ax.set_title(title, fontsize=7)
     return fig
+
+
+def clutter_mask_figure(batch, indices: Sequence[int]):
+    """Hard-setting scenes of a ConceptWorld ``SceneBatch``: the image, its own visible parts, and its clutter
+    (the distractor's visible parts in one colour, the occluder in another), one scene per row."""
+    world = batch.world
+    tiles, titles = [], []
+    for i in indices:
+        own = batch.part_masks[i]
+        present = [p for p in range(own.shape[0]) if own[p].any()]
+        clutter = torch.stack([batch.distractor_mask[i], batch.occluder_mask[i]])
+        tiles += [batch.images[i], overlay_masks(batch.images[i], own[present]),
+                  overlay_masks(batch.images[i], clutter, alpha=0.7)]
+        titles += [world.class_names[int(batch.labels[i])], "own parts: " + ", ".join(world.part_names[p] for p in present),
+                   "distractor (blue), occluder (orange)"]
+    fig = image_grid(torch.stack(tiles), ncols=3, size=2.2)
+    for ax, title in zip(fig.axes, titles):
+        ax.set_title(title, fontsize=6, wrap=True)
+    return fig
+
+
+def plot_confusion(matrices: dict, class_names: Sequence[str], normalize: bool = True):
+    """One panel per confusion matrix (``{title: LongTensor [C, C]}``, rows = true class), row-normalised."""
+    titles = list(matrices)
+    fig, axes = plt.subplots(1, len(titles), figsize=(4.2 * len(titles), 4.0), squeeze=False)
+    for ax, title in zip(axes[0], titles):
+        m = torch.as_tensor(matrices[title]).double()
+        shown = m / m.sum(1, keepdim=True).clamp(min=1) if normalize else m
+        im = ax.imshow(shown.numpy(), cmap="Blues", vmin=0, vmax=1 if normalize else None)
+        ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(class_names)), class_names, fontsize=6)
+        ax.set_xlabel("predicted", fontsize=7)
+        ax.set_ylabel("true", fontsize=7)
+        ax.set_title(title, fontsize=8)
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                if i != j and m[i, j] > 0:
+                    ax.text(j, i, str(int(m[i, j])), ha="center", va="center", fontsize=5, color="black")
+    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="share of the true class" if normalize else "images")
+    return fig
