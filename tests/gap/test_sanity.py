@@ -198,3 +198,15 @@ def test_bad_input_and_a_raising_layer_leave_no_hooks():
             fn()
         assert count_hooks(model) == 0
     assert not model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_single_conv_pairs_count_the_convs_between_stages():
+    from xailib.gap.sanity import single_conv_pairs
+    from xailib.models import build_model
+
+    # shallow zoo VGG: stages of 1, 1, 2, 2, 2 convs -> only S2 -> S1 crosses a single conv
+    assert single_conv_pairs(build_model("vgg", "conceptworld")) == ["S2->S1"]
+    assert single_conv_pairs(build_model("resnet", "conceptworld")) == []  # two convs per block
+    assert single_conv_pairs(build_model("inception", "conceptworld")) == []  # parallel branches
+    # AlexNet: one conv per stage
+    assert single_conv_pairs(build_model("alexnet", "conceptworld")) == ["S5->S4", "S4->S3", "S3->S2", "S2->S1"]

@@ -350,13 +350,18 @@ def plot_context_example(result: ContextResult, scenes, image: int, class_names:
 
 
 def plot_discriminative_degrees(summaries: dict[str, pd.DataFrame], column: str = "mean_D"):
-    """Fig. 14: ``column`` of :func:`degree_summary` per stage, one line per model (``{name: summary}``)."""
+    """Fig. 14: ``column`` of :func:`degree_summary` per stage, one line per model (``{name: summary}``);
+    the zoo's deep tier (``<arch>-deep-<dataset>``) dashed, in the colour of its family's shallow member."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
     chance = None
+    families: dict[str, str] = {}
     for name, s in summaries.items():
-        ax.plot(s["stage"], s[column], marker="o", label=name)
+        family = name.split("-")[0]
+        colour = families.setdefault(family, f"C{len(families)}")
+        ax.plot(s["stage"], s[column], marker="o", label=name, color=colour,
+                ls="--" if "-deep-" in name else "-")
         chance = s["chance"].iloc[0]
     if chance is not None:
         ax.axhline(chance, color="grey", ls="--", lw=1, label="1/C (minimum)")

@@ -60,6 +60,7 @@ from xailib.gap.module import (
 
 __all__ = [
     "GT_BASELINES",
+    "single_conv_pairs",
     "StagePair",
     "SanityResult",
     "pcc",
@@ -85,6 +86,34 @@ GT_BASELINES = ("mean", "zero", "dataset")
 def pair_names(n_stages: int = 5) -> list[str]:
     """Stage-pair labels of Table 1, top first: ``["T->S5", "S5->S4", ..., "S2->S1"]``."""
     return [f"T->S{n_stages}"] + [f"S{k}->S{k - 1}" for k in range(n_stages, 1, -1)]
+
+
+def single_conv_pairs(model: nn.Module, layers: Sequence[str] | None = None) -> list[str]:
+    """The stage pairs (labels of :func:`pair_names`) whose segment from the lower to the upper stage output
+    holds exactly one convolution.
+
+    There the zero-ablation drop of a channel equals its contribution ``sum G * F`` exactly (the segment is
+    linear in the lower channels while no ReLU switches), so the PCC of AA with that ground truth is 1 by
+    algebra and tests nothing (the shallow zoo VGG's S2->S1). Modules are read in registration order:
+    those after ``lower`` (and outside it) up to the end of ``upper``.
+    """
+    check_model(model)
+    layers = check_layer_list(model, layers)
+    names = [n for n, _ in model.named_modules()]
+    modules = dict(model.named_modules())
+
+    def convs_between(lower: str, upper: str) -> int:
+        start = names.index(lower)
+        end = max(i for i, n in enumerate(names) if n == upper or n.startswith(upper + "."))
+        between = [n for n in names[start + 1:end + 1] if not n.startswith(lower + ".")]
+        return sum(isinstance(modules[n], nn.modules.conv._ConvNd) for n in between)
+
+    labels = pair_names(len(layers))
+    out = []
+    for k in range(len(layers) - 1, 0, -1):  # S_{k+1} -> S_k, top first after T
+        if convs_between(layers[k - 1], layers[k]) == 1:
+            out.append(labels[len(layers) - k])
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
