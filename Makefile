@@ -6,6 +6,9 @@ PIP := $(VENV)/bin/pip
 PROFILE ?= default
 DEVICE ?= auto
 ONLY ?= *
+# make models: TIER=all|shallow|deep, MODELS=a glob over zoo names (e.g. 'vgg-*-conceptworld-hard' or one name)
+TIER ?= all
+MODELS ?= *
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 export PYTHONHASHSEED := 0
 
@@ -15,7 +18,8 @@ help:
 	@echo "make reproduce   create .venv, then run every paper notebook with papermill (figures/ and tables)"
 	@echo "make test        unit tests, then every notebook under nbval on the smoke profile"
 	@echo "make lab         JupyterLab on notebooks/"
-	@echo "make models      retrain the model zoo from scratch (deterministic)"
+	@echo "make models      retrain the model zoo from scratch (deterministic); one tier: make models TIER=deep"
+	@echo "                 (or TIER=shallow), some models: make models MODELS='vgg-*-conceptworld-hard'"
 	@echo "make bench       run benchmarks/ (results under benchmarks/results/)"
 
 $(VENV)/.installed: pyproject.toml
@@ -54,7 +58,7 @@ lab: install
 	$(VENV)/bin/jupyter lab notebooks/
 
 models: install
-	$(PY) -m xailib.models.train
+	$(PY) -m xailib.models.train --tier $(TIER) --only '$(MODELS)'
 
 bench: install
 	$(PY) benchmarks/run_all.py

@@ -1,10 +1,11 @@
 """Throughput of the zoo models: images per second for a forward pass and for forward + backward.
 
 ``python benchmarks/bench_models.py [out_dir]`` writes ``models.json`` and ``models.md`` under
-``benchmarks/results/`` (or ``out_dir``). Batch 64, untrained models (throughput does not depend on the
-weights), eval mode for the forward pass and train mode for forward + backward, on the CPU with 1 and with
-2 torch threads. Each figure is the median over ``repeats`` timed runs after a warm-up. The machine may be
-shared: compare figures from one run with each other, not across runs.
+``benchmarks/results/`` (or ``out_dir``), for every architecture of the zoo, both tiers (:data:`NAMES`: the
+conceptworld-hard members are left out, their architectures are the conceptworld ones). Batch 64, untrained
+models (throughput does not depend on the weights), eval mode for the forward pass and train mode for forward +
+backward, on the CPU with 1 and with 2 torch threads. Each figure is the median over ``repeats`` timed runs
+after a warm-up. The machine may be shared: compare figures from one run with each other, not across runs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from xailib.models import ZOO_NAMES, build_model, parse_zoo_name
 from xailib.utils import repo_root
 
 BATCH = 64
+#: One zoo name per architecture: conceptworld-hard's members are conceptworld's architectures.
+NAMES: tuple[str, ...] = tuple(n for n in ZOO_NAMES if parse_zoo_name(n).dataset != "conceptworld-hard")
 
 
 def _median_seconds(fn, repeats: int, warmup: int = 2) -> float:
@@ -38,9 +41,9 @@ def _median_seconds(fn, repeats: int, warmup: int = 2) -> float:
 
 def bench_model(name: str, batch: int = BATCH, repeats: int = 5) -> dict:
     """Forward and forward+backward images/s of zoo model ``name`` at batch ``batch`` on the CPU."""
-    arch, dataset = parse_zoo_name(name)
+    spec = parse_zoo_name(name)
     torch.manual_seed(0)
-    model = build_model(arch, dataset, class_names=[f"c{i}" for i in range(10)])
+    model = build_model(spec.arch, spec.dataset, spec.tier, class_names=[f"c{i}" for i in range(10)])
     x = torch.rand(batch, *model.input_shape, generator=torch.Generator().manual_seed(0))
     y = torch.randint(0, 10, (batch,), generator=torch.Generator().manual_seed(1))
 
@@ -58,6 +61,7 @@ def bench_model(name: str, batch: int = BATCH, repeats: int = 5) -> dict:
         t_fb = _median_seconds(forward_backward, repeats)
     return {
         "model": name,
+        "tier": spec.tier,
         "params": sum(p.numel() for p in model.parameters()),
         "input_shape": list(model.input_shape),
         "batch": batch,
@@ -69,7 +73,8 @@ def bench_model(name: str, batch: int = BATCH, repeats: int = 5) -> dict:
 
 
 def main(out_dir: str | Path | None = None, repeats: int = 5, threads: tuple[int, ...] = (1, 2)) -> list[dict]:
-    """Benchmark every zoo model at each thread count; write ``models.json`` and ``models.md`` to ``out_dir``.
+    """Benchmark every zoo architecture (:data:`NAMES`) at each thread count; write ``models.json`` and
+    ``models.md`` to ``out_dir``.
 
     Returns the rows (one per model and thread count).
     """
@@ -80,7 +85,7 @@ def main(out_dir: str | Path | None = None, repeats: int = 5, threads: tuple[int
     try:
         for t in threads:
             torch.set_num_threads(t)
-            rows += [dict(bench_model(n, repeats=repeats), threads=t) for n in ZOO_NAMES]
+            rows += [dict(bench_model(n, repeats=repeats), threads=t) for n in NAMES]
     finally:
         torch.set_num_threads(previous)
     meta = {"torch": torch.__version__, "threads": list(threads), "device": "cpu",
@@ -93,9 +98,9 @@ def main(out_dir: str | Path | None = None, repeats: int = 5, threads: tuple[int
         f"Batch {BATCH}, torch {meta['torch']}, {meta['machine']}, {meta['date']}. "
         "Median of timed runs after warm-up; the machine may be shared, so compare rows of one run.",
         "",
-        "| model | params | threads | forward img/s | forward+backward img/s |",
-        "|---|---|---|---|---|",
-    ] + [f"| {r['model']} | {r['params']} | {r['threads']} | {r['forward_img_per_s']:.0f} | "
+        "| model | tier | params | threads | forward img/s | forward+backward img/s |",
+        "|---|---|---|---|---|---|",
+    ] + [f"| {r['model']} | {r['tier']} | {r['params']} | {r['threads']} | {r['forward_img_per_s']:.0f} | "
          f"{r['forward_backward_img_per_s']:.0f} |" for r in rows]
     (out / "models.md").write_text("\n".join(lines) + "\n")
     return rows
@@ -103,5 +108,5 @@ def main(out_dir: str | Path | None = None, repeats: int = 5, threads: tuple[int
 
 if __name__ == "__main__":
     for row in main(sys.argv[1] if len(sys.argv) > 1 else None):
-        print(f"{row['model']:>24} ({row['threads']} thr): forward {row['forward_img_per_s']:8.0f} img/s, "
+        print(f"{row['model']:>28} ({row['threads']} thr): forward {row['forward_img_per_s']:8.0f} img/s, "
               f"forward+backward {row['forward_backward_img_per_s']:8.0f} img/s")

@@ -8,10 +8,12 @@
 >>> stage_layers(vgg), dense_layer(vgg)
 (['features.3', 'features.8', 'features.15', 'features.22', 'features.29'], 'classifier.0')
 
-Zoo names are ``"<arch>-<dataset>"`` with arch in :data:`ARCHS` and dataset in :data:`ZOO_DATASETS`
-(:data:`ZOO_NAMES`); the architectures and their stage schedules are documented in :mod:`xailib.models.zoo`,
-the torchvision mapping in :mod:`xailib.models.torchvision_models`, the trained checkpoints with their test
-accuracies in ``xailib/models/checkpoints/zoo.md``.
+Zoo names are ``"<arch>-<dataset>"`` (shallow tier) and ``"<arch>-deep-<dataset>"`` (deep tier) with arch in
+:data:`ARCHS`, dataset in :data:`ZOO_DATASETS` and tier in :data:`TIERS` (:data:`ZOO_NAMES`;
+:func:`parse_zoo_name` splits one into a :class:`ZooSpec`); the architectures and their stage schedules are
+documented in :mod:`xailib.models.zoo`, the torchvision mapping in :mod:`xailib.models.torchvision_models`, the
+trained checkpoints with their test accuracies in ``xailib/models/checkpoints/zoo.md`` (``make models``, or one
+tier: ``make models TIER=deep``).
 """
 
 from __future__ import annotations
@@ -21,13 +23,26 @@ from torch import nn
 from xailib.checks import model_stages
 from xailib.models.checkpoints import CheckpointError, load_state_dict
 from xailib.models.torchvision_models import TorchvisionClassifier, WeightsUnavailableError, load_torchvision
-from xailib.models.zoo import ARCHS, SCHEDULES, ZOO_DATASETS, Normalize, ZooNet, build_model
+from xailib.models.zoo import (
+    ARCHS,
+    SCHEDULES,
+    TIERS,
+    ZOO_DATASETS,
+    ZOO_NAMES,
+    Normalize,
+    ZooNet,
+    ZooSpec,
+    build_model,
+    parse_zoo_name,
+)
 from xailib.utils import resolve_device
 
 __all__ = [
     "ARCHS",
     "ZOO_DATASETS",
+    "TIERS",
     "ZOO_NAMES",
+    "ZooSpec",
     "SCHEDULES",
     "Normalize",
     "ZooNet",
@@ -41,17 +56,6 @@ __all__ = [
     "dense_layer",
 ]
 
-#: Every zoo model name, e.g. ``"vgg-conceptworld"``.
-ZOO_NAMES: tuple[str, ...] = tuple(f"{a}-{d}" for d in ZOO_DATASETS for a in ARCHS)
-
-
-def parse_zoo_name(name: str) -> tuple[str, str]:
-    """``"resnet-fashion-mnist"`` -> ``("resnet", "fashion-mnist")``; ValueError for a name not in :data:`ZOO_NAMES`."""
-    if name not in ZOO_NAMES:
-        raise ValueError(f"Unknown zoo model {name!r}; valid zoo names: {', '.join(ZOO_NAMES)}.")
-    arch, dataset = name.split("-", 1)
-    return arch, dataset
-
 
 def load_model(name: str, *, device: str = "auto", weights: str | None = None, check: bool = True) -> nn.Module:
     """A model by name, in eval mode on ``device``.
@@ -59,9 +63,9 @@ def load_model(name: str, *, device: str = "auto", weights: str | None = None, c
     Parameters
     ----------
     name : str
-        A zoo name (:data:`ZOO_NAMES`, e.g. ``"inception-fashion-mnist"``): the shipped checkpoint is
-        loaded after its sha256 is checked. Or a torchvision classifier name (``"vgg16"``, ``"resnet50"``,
-        ``"googlenet"``, ``"alexnet"``, ...), wrapped with ImageNet normalisation first.
+        A zoo name (:data:`ZOO_NAMES`, e.g. ``"inception-fashion-mnist"`` or ``"vgg-deep-conceptworld"``): the
+        shipped checkpoint is loaded after its sha256 is checked. Or a torchvision classifier name (``"vgg16"``,
+        ``"resnet50"``, ``"googlenet"``, ``"alexnet"``, ...), wrapped with ImageNet normalisation first.
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ... (:func:`xailib.utils.resolve_device`).
     weights : str or None
@@ -74,14 +78,15 @@ def load_model(name: str, *, device: str = "auto", weights: str | None = None, c
     -------
     nn.Module
         A :class:`ZooNet` or :class:`TorchvisionClassifier`, with ``stage_names``, ``dense_name``,
-        ``input_shape``, ``class_names``, ``arch`` and ``dataset``.
+        ``input_shape``, ``class_names``, ``arch`` and ``dataset`` (zoo models also ``tier``).
 
     Raises
     ------
     ValueError
         Unknown name (the message lists zoo and torchvision names).
     CheckpointError
-        Zoo checkpoint missing or corrupted (run ``make models``).
+        Zoo checkpoint missing (not trained yet, or not committed) or corrupted; the message names the
+        ``make models`` command that builds it.
     WeightsUnavailableError
         torchvision weights not in the cache.
     """
@@ -91,9 +96,9 @@ def load_model(name: str, *, device: str = "auto", weights: str | None = None, c
     if name in ZOO_NAMES:
         if weights is not None:
             raise ValueError(f"weights= is for torchvision models; zoo model {name!r} loads its shipped checkpoint.")
-        arch, dataset = parse_zoo_name(name)
+        spec = parse_zoo_name(name)
         state, entry = load_state_dict(name, check=check)
-        model = build_model(arch, dataset, class_names=entry.get("class_names"))
+        model = build_model(spec.arch, spec.dataset, spec.tier, class_names=entry.get("class_names"))
         model.load_state_dict(state)
         return model.to(dev).eval()
     from xailib.models.torchvision_models import torchvision_names

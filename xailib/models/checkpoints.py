@@ -3,9 +3,13 @@
 Files live in :data:`CHECKPOINT_DIR` (``xailib/models/checkpoints/``): one ``<name>.pt`` per model holding
 its ``state_dict`` only, and ``manifest.json``::
 
-    {"torch": "2.14.1", "total_wall_s": ..., "models": {"vgg-conceptworld": {"file": "vgg-conceptworld.pt",
-     "sha256": "...", "test_accuracy": 0.97, "n_train": ..., "n_test": ..., "epochs": ..., "train_seconds": ...,
-     "params": ..., "arch": "vgg", "dataset": "conceptworld", "class_names": [...], "seed": ...}, ...}}
+    {"torch": "2.14.1", "machine": ..., "last_run": {...}, "full_run_shallow": {...}, "full_run_deep": {...},
+     "models": {"vgg-conceptworld": {"file": "vgg-conceptworld.pt", "sha256": "...", "test_accuracy": 0.97,
+     "n_train": ..., "n_test": ..., "epochs": ..., "train_seconds": ..., "params": ..., "arch": "vgg",
+     "dataset": "conceptworld", "tier": "shallow", "class_names": [...], "seed": ...}, ...}}
+
+``full_run_<tier>`` is the last run of ``python -m xailib.models.train`` that trained every member of that tier
+(its wall time); manifests written before the deep tier existed have one ``full_run`` key, the shallow tier's.
 
 Loading verifies the sha256 of the file against the manifest before ``torch.load`` reads it.
 """
@@ -29,6 +33,7 @@ __all__ = [
     "save_checkpoint",
     "manifest_lock",
     "load_state_dict",
+    "build_command",
     "CheckpointError",
 ]
 
@@ -39,6 +44,23 @@ MANIFEST = "manifest.json"
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unlisted or corrupted; the message says how to get a good one."""
+
+
+def build_command(name: str) -> str:
+    """How to (re)build the checkpoint of zoo model ``name``, for error messages.
+
+    ``"`make models MODELS=vgg-deep-conceptworld` (or its whole tier: `make models TIER=deep`), i.e.
+    `python -m xailib.models.train --only vgg-deep-conceptworld`"``; plain ``"`make models`"`` for a name that is
+    not a zoo name.
+    """
+    from xailib.models.zoo import parse_zoo_name
+
+    try:
+        tier = parse_zoo_name(name).tier
+    except ValueError:
+        return "`make models`"
+    return (f"`make models MODELS={name}` (or its whole tier: `make models TIER={tier}`), i.e. "
+            f"`python -m xailib.models.train --only {name}`")
 
 
 def checkpoint_dir() -> Path:
@@ -139,24 +161,36 @@ def load_state_dict(name: str, check: bool = True) -> tuple[dict, dict]:
     Raises
     ------
     CheckpointError
-        If the file or its manifest entry is missing (run ``make models``), or its hash does not match
-        (corrupted: run ``make models`` or ``git checkout`` the file).
+        If the file or its manifest entry is missing (not trained yet, or not committed), or its hash does not
+        match (corrupted); the message names the ``make models`` command that builds it
+        (:func:`build_command`) and, where it helps, the ``git checkout`` that restores it.
     """
     folder = checkpoint_dir()
     path = folder / f"{name}.pt"
     entry = read_manifest().get("models", {}).get(name)
-    if not path.is_file() or entry is None:
-        what = "file" if not path.is_file() else "manifest entry"
+    if not path.is_file() and entry is None:
         raise CheckpointError(
-            f"The checkpoint {what} for {name!r} is missing ({path}). Train the zoo with `make models` "
-            f"(or `python -m xailib.models.train --only {name}`)."
+            f"The checkpoint of {name!r} is missing: it is not trained yet (no {path.name} and no entry in "
+            f"{folder / MANIFEST}). Build it with {build_command(name)}."
+        )
+    if not path.is_file():
+        raise CheckpointError(
+            f"The checkpoint file of {name!r} is missing ({path}) although {MANIFEST} lists it: it was not "
+            f"committed or was deleted. Restore it with `git checkout -- {path}`, or retrain it with "
+            f"{build_command(name)}."
+        )
+    if entry is None:
+        raise CheckpointError(
+            f"The manifest entry of {name!r} is missing: {path} exists but {folder / MANIFEST} does not list it "
+            f"(its sha256 cannot be checked). Retrain it with {build_command(name)}, or restore the manifest "
+            f"with `git checkout -- {folder / MANIFEST}`."
         )
     if check:
         digest = sha256_file(path)
         if digest != entry.get("sha256"):
             raise CheckpointError(
                 f"Checkpoint {path} is corrupted: its sha256 {digest[:12]}... does not match the manifest's "
-                f"{str(entry.get('sha256'))[:12]}.... Run `make models` to retrain it, or "
+                f"{str(entry.get('sha256'))[:12]}.... Retrain it with {build_command(name)}, or "
                 f"`git checkout -- {path}` to restore the shipped file."
             )
     state = torch.load(path, map_location="cpu", weights_only=True)

@@ -10,6 +10,9 @@ from xailib.utils import resolve_device
 
 __all__ = ["zoo_accuracy_table", "folder_accuracy_table"]
 
+#: Zoo data sets whose test split is generated: always the one of seed 0, the split the models were tested on.
+_GENERATED = ("conceptworld", "conceptworld-hard")
+
 
 def zoo_accuracy_table(
     names: Sequence[str] | None = None,
@@ -22,20 +25,23 @@ def zoo_accuracy_table(
     Parameters
     ----------
     names : sequence of str, optional
-        Zoo names (default: every name in :data:`xailib.models.ZOO_NAMES`).
+        Zoo names (default: every name in :data:`xailib.models.ZOO_NAMES` that has a checkpoint in
+        ``manifest.json``; a name given here without one raises the :class:`~xailib.models.CheckpointError`
+        that says how to train it).
     n_test : int, optional
-        Test images per data set (ConceptWorld generates its test split with this ``n``; Fashion-MNIST takes a
-        seeded subset). ``None``: the full test split used at training (ConceptWorld: as recorded in the
-        manifest; Fashion-MNIST: all 10,000).
+        Test images per data set (ConceptWorld and conceptworld-hard generate their test split with this ``n``;
+        Fashion-MNIST takes a seeded subset). ``None``: the full test split used at training (ConceptWorld and
+        conceptworld-hard: as recorded in the manifest, n=2000; Fashion-MNIST: all 10,000).
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     seed : int
-        Seed of the Fashion-MNIST subset (ConceptWorld's test split is always the one of seed 0, as at training).
+        Seed of the Fashion-MNIST subset (the test split of ConceptWorld and of conceptworld-hard is always the
+        one of seed 0, as at training).
 
     Returns
     -------
     pandas.DataFrame
-        One row per model: model, arch, dataset, params, test_images, accuracy (measured now),
+        One row per model: model, arch, dataset, tier, params, test_images, accuracy (measured now),
         accuracy_at_training (from ``manifest.json``), train_seconds.
     """
     from xailib.data import load_dataset
@@ -43,17 +49,18 @@ def zoo_accuracy_table(
     from xailib.models.checkpoints import read_manifest
     from xailib.models.train import evaluate
 
-    names = list(ZOO_NAMES if names is None else names)
     manifest = read_manifest().get("models", {})
+    names = [n for n in ZOO_NAMES if n in manifest] if names is None else list(names)
     dev = resolve_device(device)
     test_sets: dict[str, tuple] = {}
     rows = []
     for name in names:
-        arch, dataset = parse_zoo_name(name)
+        spec = parse_zoo_name(name)
+        dataset = spec.dataset
         info = manifest.get(name, {})
         if dataset not in test_sets:
             n = n_test if n_test is not None else info.get("n_test")
-            ds_seed = 0 if dataset == "conceptworld" else seed
+            ds_seed = 0 if dataset in _GENERATED else seed
             ds = load_dataset(dataset, "test", n=n, seed=ds_seed)
             test_sets[dataset] = (ds.images, ds.labels)
         images, labels = test_sets[dataset]
@@ -61,8 +68,9 @@ def zoo_accuracy_table(
         rows.append(
             {
                 "model": name,
-                "arch": arch,
+                "arch": spec.arch,
                 "dataset": dataset,
+                "tier": spec.tier,
                 "params": sum(p.numel() for p in model.parameters()),
                 "test_images": int(labels.numel()),
                 "accuracy": evaluate(model, images, labels),

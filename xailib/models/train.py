@@ -1,18 +1,27 @@
-"""Retrain the model zoo from scratch, deterministically: ``python -m xailib.models.train [--only GLOB]``.
+"""Retrain the model zoo from scratch, deterministically:
+``python -m xailib.models.train [--tier {all,shallow,deep}] [--only GLOB] [--jobs 2]``.
 
-For every zoo model (``make models`` trains all eight, the Fashion-MNIST and the ConceptWorld models in two
-parallel processes, ``--jobs 2``) this builds the untrained architecture, trains it with
-a fixed seed on the CPU (or ``--device``), evaluates it on the full test split, and writes
+``make models`` trains every zoo model (both tiers: the shallow tier first, then the deep one), ``make models
+TIER=deep`` (or ``TIER=shallow``) one tier, ``make models MODELS='vgg-*-conceptworld-hard'`` the models a glob
+matches. For every model selected this builds the untrained architecture, trains it with a fixed seed on the
+CPU (or ``--device``), evaluates it on the test split, and writes
 
 * ``xailib/models/checkpoints/<name>.pt`` (state dict) and its entry in ``manifest.json`` (sha256, test
   accuracy, n_train, epochs, train seconds, torch version);
-* ``zoo.md`` and ``zoo.csv``: the zoo table (model, arch, dataset, params, test accuracy, train time),
-  with the wall time of the last full run.
+* ``zoo.md`` and ``zoo.csv``: the zoo table (model, arch, dataset, tier, params, test accuracy, train time),
+  with the wall time of the last full run of each tier (``full_run_<tier>`` in the manifest).
 
-Recipe (:data:`RECIPES`): AdamW with a one-cycle learning-rate schedule, cross-entropy, batch 128.
-Fashion-MNIST: all 60,000 training images, random horizontal flips; tested on
-all 10,000 test images. ConceptWorld: 10,000 generated training images (seed 0), no augmentation (flips and
-shifts could change what a concept means); tested on the test split with n=2000.
+Recipe (:data:`RECIPES`, the same for both tiers): AdamW with a one-cycle learning-rate schedule,
+cross-entropy, batch 128. Fashion-MNIST: all 60,000 training images, 3 epochs, random horizontal flips; tested on
+all 10,000 test images. ConceptWorld and its hard setting (``conceptworld-hard``): 10,000 generated training
+images (seed 0), 5 epochs, no augmentation (flips and shifts could change what a concept means); tested on the
+test split with n=2000 (seed 0).
+
+Parallel runs: ``--jobs N`` (default 2) trains the models of a tier in a pool of N worker processes, one model
+at a time each, the longest first (estimated from :data:`STEP_SECONDS`), so that two processes finish together;
+each worker generates or loads a data set once and keeps it for its next models. Every model is trained by the
+same code from its own seed in one process, so the checkpoints do not depend on ``--jobs`` (``--jobs 1`` trains
+them one after another in this process).
 
 Determinism: seeds from :func:`xailib.utils.seed_everything`, explicit generators for shuffling and
 augmentation, ``torch.use_deterministic_algorithms(True)`` and a fixed thread count (``--threads``, default 1),
@@ -21,6 +30,11 @@ the sha256 of every checkpoint trained earlier with the same code). One thread p
 (``--jobs 2``) keep both cores of a 2-core machine busy without OpenMP threads waiting on each other: on an
 idle machine 2 threads make one process 1.4-1.8x faster (``benchmarks/results/models.md``), but on cores shared
 with other jobs 2 threads per process ran 3-7x slower than 1.
+
+Cost, estimated by :func:`estimated_seconds` (steps x :data:`STEP_SECONDS`; per-model figures in
+:mod:`xailib.models.zoo`): the shallow tier about 31 core-minutes of training for its 12 models (its last run of
+8 models, before conceptworld-hard, took 14.1 minutes on 2 cores), the deep tier about 82 core-minutes of
+training plus about 3 of data generation and testing, i.e. about 43 minutes with ``--jobs 2``.
 """
 
 from __future__ import annotations
@@ -33,24 +47,48 @@ import platform
 import sys
 import time
 import zlib
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from xailib.models import ZOO_NAMES, build_model, parse_zoo_name
 from xailib.models.checkpoints import checkpoint_dir, manifest_lock, read_manifest, save_checkpoint, write_manifest
+from xailib.models.zoo import INPUT_SIDES, TIERS, ZOO_NAMES, build_model, parse_zoo_name
 from xailib.checks import check_positive_int
 from xailib.utils import make_generator, resolve_device, seed_everything
 
-__all__ = ["RECIPES", "train_model", "train_biased_model", "evaluate", "write_zoo_table", "main"]
+__all__ = ["RECIPES", "STEP_SECONDS", "estimated_seconds", "select_names", "train_model", "train_biased_model",
+           "evaluate", "write_zoo_table", "main"]
 
-#: Training recipe per dataset.
+#: Training recipe per dataset, for both tiers.
 RECIPES: dict[str, dict] = {
     "fashion-mnist": {"n_train": None, "n_test": None, "epochs": 3, "batch_size": 128, "lr": 4e-3,
                       "weight_decay": 5e-4, "flip": True, "shift": 0},
     "conceptworld": {"n_train": 10000, "n_test": 2000, "epochs": 5, "batch_size": 128, "lr": 4e-3,
                      "weight_decay": 5e-4, "flip": False, "shift": 0},
+    "conceptworld-hard": {"n_train": 10000, "n_test": 2000, "epochs": 5, "batch_size": 128, "lr": 4e-3,
+                          "weight_decay": 5e-4, "flip": False, "shift": 0},
+}
+
+#: Training images when a recipe's ``n_train`` is None (the whole training split).
+_FULL_TRAIN = {"fashion-mnist": 60000}
+
+#: Seconds of one training step (forward + backward + AdamW step, batch 128, ``torch.set_num_threads(1)``,
+#: deterministic algorithms as in :func:`deterministic`), per (arch, input side, tier): the mean of two runs of
+#: the median of 8 steps per model (4 rounds over all models, interleaved), on the 2-core x86_64 machine of
+#: ``make models`` with the other core busy, as it is in a ``--jobs 2`` run. They order the pool's jobs
+#: (longest first) and give :func:`estimated_seconds`; the shallow models' recorded ``train_seconds`` were
+#: 0.7-0.95x steps times these.
+STEP_SECONDS: dict[tuple[str, int, str], float] = {
+    ("vgg", 64, "shallow"): 0.28, ("resnet", 64, "shallow"): 0.39,
+    ("inception", 64, "shallow"): 0.50, ("alexnet", 64, "shallow"): 0.13,
+    ("vgg", 28, "shallow"): 0.12, ("resnet", 28, "shallow"): 0.16,
+    ("inception", 28, "shallow"): 0.24, ("alexnet", 28, "shallow"): 0.09,
+    ("vgg", 64, "deep"): 1.05, ("resnet", 64, "deep"): 0.73,
+    ("inception", 64, "deep"): 1.25, ("alexnet", 64, "deep"): 0.52,
+    ("vgg", 28, "deep"): 0.37, ("resnet", 28, "deep"): 0.36,
+    ("inception", 28, "deep"): 0.60, ("alexnet", 28, "deep"): 0.22,
 }
 
 
@@ -129,7 +167,7 @@ def train_model(name: str, train_xy, test_xy, recipe: dict, *, device: torch.dev
     Parameters
     ----------
     name : str
-        Zoo name, e.g. ``"vgg-fashion-mnist"``.
+        Zoo name, e.g. ``"vgg-fashion-mnist"`` or ``"resnet-deep-conceptworld-hard"``.
     train_xy, test_xy : (Tensor [N, C, H, W], Tensor [N])
         Images in [0, 1] and labels.
     recipe : dict
@@ -145,11 +183,11 @@ def train_model(name: str, train_xy, test_xy, recipe: dict, *, device: torch.dev
     (ZooNet, dict)
         The trained model (eval mode) and its manifest fields.
     """
-    arch, dataset = parse_zoo_name(name)
+    spec = parse_zoo_name(name)
     s = model_seed(name, seed)
     seed_everything(s)
     gen = make_generator(s)
-    model = build_model(arch, dataset, class_names=recipe.get("class_names")).to(device)
+    model = build_model(spec.arch, spec.dataset, spec.tier, class_names=recipe.get("class_names")).to(device)
     x_train, y_train = train_xy
     n, bs, epochs = len(y_train), recipe["batch_size"], recipe["epochs"]
     steps = (n // bs) * epochs
@@ -177,8 +215,9 @@ def train_model(name: str, train_xy, test_xy, recipe: dict, *, device: torch.dev
     model.eval()
     acc = evaluate(model, *test_xy)
     info = {
-        "arch": arch,
-        "dataset": dataset,
+        "arch": spec.arch,
+        "dataset": spec.dataset,
+        "tier": spec.tier,
         "class_names": list(model.class_names),
         "params": sum(p.numel() for p in model.parameters()),
         "n_train": n,
@@ -251,18 +290,70 @@ def train_biased_model(
     return model, info
 
 
+def estimated_seconds(name: str, epochs: int | None = None) -> float:
+    """Estimated training seconds of zoo model ``name`` on one thread: steps x :data:`STEP_SECONDS`.
+
+    Parameters
+    ----------
+    name : str
+        A zoo name.
+    epochs : int, optional
+        Instead of the recipe's.
+    """
+    spec = parse_zoo_name(name)
+    recipe = RECIPES[spec.dataset]
+    n = recipe["n_train"] if recipe["n_train"] is not None else _FULL_TRAIN[spec.dataset]
+    steps = (n // recipe["batch_size"]) * (recipe["epochs"] if epochs is None else epochs)
+    return steps * STEP_SECONDS[(spec.arch, INPUT_SIDES[spec.dataset], spec.tier)]
+
+
+def select_names(tier: str = "all", only: str = "*") -> list[str]:
+    """The zoo names of ``tier`` (``"all"``, ``"shallow"`` or ``"deep"``) that match a glob of ``only``
+    (comma-separated globs, e.g. ``"vgg-*,*-deep-fashion-mnist"``), in :data:`ZOO_NAMES` order.
+
+    Raises
+    ------
+    ValueError
+        For an unknown tier, or when nothing matches (the message lists the names of the tier).
+    """
+    if tier != "all" and tier not in TIERS:
+        raise ValueError(f"Unknown tier {tier!r}; use all, {' or '.join(TIERS)}.")
+    pool = [n for n in ZOO_NAMES if tier == "all" or parse_zoo_name(n).tier == tier]
+    globs = [g.strip() for g in only.split(",") if g.strip()]
+    names = [n for n in pool if any(fnmatch.fnmatch(n, g) for g in globs)]
+    if not names:
+        raise ValueError(f"--only {only!r} matches no zoo model of tier {tier!r}; its names: {', '.join(pool)}.")
+    return names
+
+
+def _full_run(manifest: dict, tier: str) -> dict | None:
+    """The last full run of ``tier`` recorded in the manifest (the old key ``full_run`` is the shallow tier's)."""
+    run = manifest.get(f"full_run_{tier}")
+    if run is None and tier == "shallow":
+        run = manifest.get("full_run")
+    return run
+
+
 def write_zoo_table(manifest: dict | None = None) -> None:
-    """Write ``zoo.md`` and ``zoo.csv`` next to the checkpoints from the manifest."""
+    """Write ``zoo.md`` and ``zoo.csv`` next to the checkpoints from the manifest.
+
+    One row per trained model, in :data:`ZOO_NAMES` order (models without a checkpoint are left out), and in
+    ``zoo.md`` one line per tier with the wall time of its last full run (``make models TIER=<tier>``).
+    """
     manifest = read_manifest() if manifest is None else manifest
     models = manifest.get("models", {})
     rows = []
     for name in ZOO_NAMES:
         if name in models:
             e = models[name]
-            rows.append([name, e["arch"], e["dataset"], e["params"], e["n_train"], e["n_test"], e["epochs"],
-                         f"{e['test_accuracy']:.4f}", f"{e['train_seconds']:.0f}"])
-    header = ["model", "arch", "dataset", "params", "n_train", "n_test", "epochs", "test_accuracy", "train_seconds"]
+            spec = parse_zoo_name(name)
+            rows.append([name, e.get("arch", spec.arch), e.get("dataset", spec.dataset), e.get("tier", spec.tier),
+                         e["params"], e["n_train"], e["n_test"], e["epochs"], f"{e['test_accuracy']:.4f}",
+                         f"{e['train_seconds']:.0f}"])
+    header = ["model", "arch", "dataset", "tier", "params", "n_train", "n_test", "epochs", "test_accuracy",
+              "train_seconds"]
     folder = checkpoint_dir()
+    folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "zoo.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
@@ -271,30 +362,39 @@ def write_zoo_table(manifest: dict | None = None) -> None:
         "# xailib model zoo",
         "",
         "Generated by `python -m xailib.models.train` (`make models`); do not edit by hand.",
-        "Test accuracy on the full Fashion-MNIST test split (10,000 images) and on ConceptWorld's test split "
-        "(n=2000, seed 0). Architectures and stage schedules: `xailib/models/zoo.py`.",
+        "Test accuracy on the full Fashion-MNIST test split (10,000 images) and on the test splits of ConceptWorld "
+        "and of its hard setting (conceptworld-hard; n=2000, seed 0). Architectures and stage schedules: "
+        "`xailib/models/zoo.py`.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ] + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    full = manifest.get("full_run")
-    lines += ["", f"torch {manifest.get('torch', '?')}; {manifest.get('machine', '')}"]
-    if full:
-        lines += [f"Wall time of the last full retrain (`make models`, all {full['models']} models, data loading "
-                  f"included): {full['wall_seconds'] / 60:.1f} min ({full.get('jobs', 1)} processes x "
-                  f"{full['threads']} thread, {full['device']}, {full['date']}). Train times of models trained in "
-                  "parallel overlap, so they add up to more than the wall time."]
-    else:
-        total = sum(float(r[-1]) for r in rows)
-        lines += [f"No full retrain recorded yet; sum of training times: {total / 60:.1f} min."]
+    lines += ["", f"torch {manifest.get('torch', '?')}; {manifest.get('machine', '')}", "",
+              "Wall time of the last full retrain of each tier (data loading included); train times of models "
+              "trained in parallel overlap, so they add up to more than the wall time:", ""]
+    for tier in TIERS:
+        run = _full_run(manifest, tier)
+        if run:
+            lines.append(f"- {tier}: {run['wall_seconds'] / 60:.1f} min for `make models TIER={tier}` "
+                         f"({run['models']} models, {run.get('jobs', 1)} processes x {run['threads']} thread, "
+                         f"{run['device']}, {run['date']})")
+        else:
+            trained = [r for r in rows if r[3] == tier]
+            minutes = sum(float(r[-1]) for r in trained) / 60
+            note = (f"; {len(trained)} of its models trained on their own, {minutes:.1f} min of training in all"
+                    if trained else "")
+            lines.append(f"- {tier}: not trained yet (no full `make models TIER={tier}` run recorded){note}")
     (folder / "zoo.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (see the module docstring and ``--help``)."""
     p = argparse.ArgumentParser(prog="python -m xailib.models.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--tier", default="all", choices=("all",) + TIERS,
+                   help="train one tier of the zoo, or all (default; the shallow tier first, then the deep one)")
     p.add_argument("--only", default="*",
-                   help="glob(s) over zoo names, comma-separated, e.g. '*-fashion-mnist' or 'vgg-*,alexnet-*' (default all)")
+                   help="glob(s) over zoo names, comma-separated, e.g. '*-fashion-mnist', 'vgg-*,alexnet-*' or "
+                        "'vgg-*-conceptworld-hard' (default all names of --tier)")
     p.add_argument("--epochs", type=int, default=None, help="override the epochs of every recipe")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--threads", type=int, default=1,
@@ -303,76 +403,147 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="added to every per-model seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.add_argument("--jobs", type=int, default=2,
-                   help="train the two datasets' models in this many parallel processes (default 2, one per CPU core "
-                        "of a 2-core machine; each process uses --threads threads). Results do not depend on it.")
+                   help="worker processes, each training one model at a time, the longest first (default 2, one "
+                        "per CPU core of a 2-core machine; each uses --threads threads). Results do not depend on it.")
+    p.add_argument("--out", default=None,
+                   help="folder for the checkpoints, manifest.json and the zoo table (default "
+                        "xailib/models/checkpoints)")
     args = p.parse_args(argv)
-    globs = [g.strip() for g in args.only.split(",") if g.strip()]
-    names = [n for n in ZOO_NAMES if any(fnmatch.fnmatch(n, g) for g in globs)]
-    if not names:
-        p.error(f"--only {args.only!r} matches no zoo model; zoo names: {', '.join(ZOO_NAMES)}")
+    try:
+        names = select_names(args.tier, args.only)
+        check_positive_int(args.jobs, "--jobs")
+        check_positive_int(args.threads, "--threads")
+        if args.epochs is not None:
+            check_positive_int(args.epochs, "--epochs")
+    except ValueError as exc:
+        p.error(str(exc))
+    with _checkpoint_folder(args.out if args.out is not None else checkpoint_dir()):
+        return _run(names, args)
+
+
+@contextlib.contextmanager
+def _checkpoint_folder(folder):
+    """Checkpoints, manifest and zoo table go to ``folder`` for a block (``CHECKPOINT_DIR`` restored after)."""
+    from xailib.models import checkpoints
+
+    previous = checkpoints.CHECKPOINT_DIR
+    checkpoints.CHECKPOINT_DIR = Path(folder).resolve()
+    try:
+        yield
+    finally:
+        checkpoints.CHECKPOINT_DIR = previous
+
+
+def _run(names: list[str], args) -> int:
+    """Train ``names``, one tier after the other, and record the runs (``main`` after parsing)."""
     device = resolve_device(args.device)
     t_start = time.perf_counter()
-    datasets = sorted({parse_zoo_name(n)[1] for n in names})
-    if args.jobs > 1 and len(datasets) > 1:
-        _run_parallel(names, datasets, args)
-    else:
-        _train_all(names, args, device)
+    for tier in TIERS:  # one tier after the other, so that each tier's wall time is its own
+        mine = [n for n in names if parse_zoo_name(n).tier == tier]
+        if not mine:
+            continue
+        t_tier = time.perf_counter()
+        if args.jobs > 1 and len(mine) > 1:
+            _run_pool(mine, args)
+        else:
+            _train_all(mine, args)
+        with manifest_lock():
+            _record_run(mine, tier, args, device, time.perf_counter() - t_tier)
     with manifest_lock():
-        manifest = _record_run(names, args, device, time.perf_counter() - t_start)
+        manifest = _record_run(names, args.tier, args, device, time.perf_counter() - t_start, last=True)
     write_zoo_table(manifest)
     print(f"done: {len(names)} models in {manifest['last_run']['wall_seconds'] / 60:.1f} min; "
           f"table in {checkpoint_dir() / 'zoo.md'}")
     return 0
 
 
-def _run_parallel(names: list[str], datasets: list[str], args) -> None:
-    """One child process per dataset (``--jobs 1`` each); raises if any child fails."""
-    import subprocess
-
-    jobs = []
-    for dataset in datasets:
-        mine = ",".join(n for n in names if parse_zoo_name(n)[1] == dataset)
-        cmd = [sys.executable, "-m", "xailib.models.train", "--only", mine, "--jobs", "1", "--threads",
-               str(args.threads), "--device", args.device, "--seed", str(args.seed)]
-        if args.epochs is not None:
-            cmd += ["--epochs", str(args.epochs)]
-        if args.no_progress:
-            cmd.append("--no-progress")
-        jobs.append((dataset, subprocess.Popen(cmd)))
-    failed = [d for d, proc in jobs if proc.wait() != 0]
-    if failed:
-        raise RuntimeError(f"Training failed for {', '.join(failed)}; see the messages above.")
+def _options(args) -> dict:
+    return {"epochs": args.epochs, "device": args.device, "threads": args.threads, "seed": args.seed,
+            "progress": not args.no_progress, "out": str(checkpoint_dir())}
 
 
-def _train_all(names: list[str], args, device: torch.device) -> None:
-    with deterministic(args.threads):
-        for dataset in sorted({parse_zoo_name(n)[1] for n in names}):
-            recipe = dict(RECIPES[dataset])
-            if args.epochs is not None:
-                recipe["epochs"] = args.epochs
+#: Data sets a process has loaded, by (dataset, n_train, n_test): a worker keeps them for its next models.
+_DATA: dict[tuple, tuple] = {}
+
+
+def _train_one(name: str, opts: dict) -> dict:
+    """Train, evaluate and save zoo model ``name`` (in this process); returns its manifest entry."""
+    dataset = parse_zoo_name(name).dataset
+    recipe = dict(RECIPES[dataset])
+    if opts["epochs"] is not None:
+        recipe["epochs"] = opts["epochs"]
+    with _checkpoint_folder(opts["out"]), deterministic(opts["threads"]):
+        key = (dataset, recipe["n_train"], recipe["n_test"])
+        if key not in _DATA:
             train, test = _load(dataset, recipe)
-            recipe["class_names"] = list(train.class_names)
-            train_xy, test_xy = _as_tensors(train), _as_tensors(test)
-            for name in [n for n in names if parse_zoo_name(n)[1] == dataset]:
-                model, info = train_model(name, train_xy, test_xy, recipe, device=device, seed=args.seed,
-                                          progress=not args.no_progress)
-                entry = save_checkpoint(model.cpu(), name, info)
-                print(f"{name}: test accuracy {info['test_accuracy']:.4f}, {info['train_seconds']:.0f} s, "
-                      f"{entry['bytes'] / 1e6:.2f} MB", flush=True)
+            _DATA[key] = (list(train.class_names), _as_tensors(train), _as_tensors(test))
+        class_names, train_xy, test_xy = _DATA[key]
+        recipe["class_names"] = class_names
+        model, info = train_model(name, train_xy, test_xy, recipe, device=resolve_device(opts["device"]),
+                                  seed=opts["seed"], progress=opts["progress"])
+        entry = save_checkpoint(model.cpu(), name, info)
+    print(f"{name}: test accuracy {info['test_accuracy']:.4f}, {info['train_seconds']:.0f} s, "
+          f"{entry['bytes'] / 1e6:.2f} MB", flush=True)
+    return entry
 
 
-def _record_run(names, args, device, wall) -> dict:
+def _job_order(names: list[str], epochs: int | None = None) -> list[str]:
+    """``names`` longest first (:func:`estimated_seconds`; ties in :data:`ZOO_NAMES` order), the order the pool
+    hands them out: two workers then finish at about the same time."""
+    return sorted(names, key=lambda n: (-estimated_seconds(n, epochs), ZOO_NAMES.index(n)))
+
+
+def _run_pool(names: list[str], args) -> None:
+    """Train ``names`` in ``args.jobs`` worker processes, the longest (:func:`estimated_seconds`) first; every
+    model is trained even when another fails, then a RuntimeError names the failed ones."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    order = _job_order(names, args.epochs)
+    opts = _options(args)
+    failed = []
+    # spawn: a fresh interpreter per worker, the same in every OS (fork would copy this process's torch state)
+    with ProcessPoolExecutor(max_workers=min(args.jobs, len(order)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_one, n, opts): n for n in order}
+        for fut in as_completed(futures):
+            try:
+                fut.result()
+            except Exception as exc:  # reported below, after the other models have finished
+                print(f"{futures[fut]} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                failed.append(futures[fut])
+    if failed:
+        raise RuntimeError(f"Training failed for {', '.join(sorted(failed, key=ZOO_NAMES.index))} (messages "
+                           "above); the other models were saved. Retrain the failed ones with "
+                           f"`python -m xailib.models.train --only {','.join(failed)}`.")
+
+
+def _train_all(names: list[str], args) -> None:
+    """Train ``names`` one after another in this process (``--jobs 1``)."""
+    opts = _options(args)
+    for name in names:
+        _train_one(name, opts)
+
+
+def _record_run(names, tier, args, device, wall, last: bool = False) -> dict:
+    """Record a run in the manifest: ``last_run`` (``last=True``), or ``full_run_<tier>`` when ``names`` are
+    every member of ``tier``."""
     manifest = read_manifest()
     manifest["torch"] = torch.__version__.split("+")[0]
     manifest["machine"] = f"{platform.machine()}, {platform.processor() or platform.system()}"
-    run = {"models": len(names), "only": args.only, "wall_seconds": round(wall, 1), "threads": args.threads,
-           "jobs": args.jobs, "device": str(device), "date": time.strftime("%Y-%m-%d %H:%M")}
-    manifest["last_run"] = run
-    if len(names) == len(ZOO_NAMES):
-        manifest["full_run"] = run
+    run = {"models": len(names), "tier": tier, "only": args.only, "wall_seconds": round(wall, 1),
+           "threads": args.threads, "jobs": args.jobs, "device": str(device), "date": time.strftime("%Y-%m-%d %H:%M")}
+    if last:
+        manifest["last_run"] = run
+    elif set(names) == set(select_names(tier)):
+        manifest[f"full_run_{tier}"] = run
+        if tier == "shallow":
+            manifest.pop("full_run", None)  # the key of manifests from before the deep tier
     write_manifest(manifest)
     return manifest
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from xailib.models.train import main as _main  # so that the pool's workers find the functions they run
+
+    raise SystemExit(_main())
