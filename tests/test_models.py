@@ -568,3 +568,21 @@ def test_train_biased_model_bad_input_and_a_short_run():
     assert not model.training and model.name == "alexnet-conceptworld"
     assert info["bias"] == {"context": "water", "target_class": "cow", "rate": 1.0, "other_rate": 0.0}
     assert 0.0 <= info["test_accuracy"] <= 1.0
+
+
+def test_confusion_report_counts_every_test_scene():
+    from xailib.data import load_dataset
+    from xailib.models.report import confusion_report
+    from xailib.models.train import evaluate
+
+    summary, pairs, matrices = confusion_report(["vgg-conceptworld"], n_test=60, device="cpu")
+    m = matrices["vgg-conceptworld"]
+    row = summary.iloc[0]
+    assert int(m.sum()) == 60 and row["test_images"] == 60 and row["tier"] == "shallow"
+    errors = 60 - int(m.diag().sum())
+    assert row["errors"] == errors and int(pairs["errors"].sum()) == errors  # each error in one unordered pair
+    test = load_dataset("conceptworld", "test", n=60, seed=0)
+    assert row["accuracy"] == pytest.approx(evaluate(load_model("vgg-conceptworld", device="cpu"), test.images,
+                                                     test.labels))
+    with pytest.raises(ValueError, match="fashion-mnist model"):
+        confusion_report(["vgg-fashion-mnist"], n_test=10, device="cpu")

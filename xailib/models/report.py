@@ -1,4 +1,5 @@
-"""The zoo's accuracy table, measured anew (notebook 00 shows it beside the accuracy recorded at training)."""
+"""The zoo's accuracy table, measured anew (notebook 00 shows it beside the accuracy recorded at training), and
+the confusion matrices of the ConceptWorld members read against the look-alike class pairs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pandas as pd
 
 from xailib.utils import resolve_device
 
-__all__ = ["zoo_accuracy_table", "folder_accuracy_table"]
+__all__ = ["zoo_accuracy_table", "folder_accuracy_table", "confusion_report"]
 
 #: Zoo data sets whose test split is generated: always the one of seed 0, the split the models were tested on.
 _GENERATED = ("conceptworld", "conceptworld-hard")
@@ -132,3 +133,60 @@ def folder_accuracy_table(
         "label_space_matches": len(folder.class_names) == n_out,
         "accuracy": correct / max(seen, 1),
     }])
+
+
+def confusion_report(names: Sequence[str], n_test: int | None = None, device: str = "auto",
+                     seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Confusion matrices of ConceptWorld zoo models on their test split, read against the look-alike pairs.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Zoo names of ConceptWorld models (either setting), e.g. ``["vgg-conceptworld-hard"]``.
+    n_test : int, optional
+        Test scenes (default: the ``n_test`` recorded at training, 2000). The split is the one of seed 0, as
+        at training; ``seed`` is unused for ConceptWorld and kept for symmetry with :func:`zoo_accuracy_table`.
+
+    Returns
+    -------
+    (summary, pairs, matrices)
+        ``summary``: one row per model (model, tier, dataset, test_images, accuracy, errors,
+        errors_in_lookalike_pairs, share_in_lookalike_pairs, share_if_uniform, top_pairs);
+        ``pairs``: :func:`xailib.metrics.confusion_pairs` per model, with a ``model`` column;
+        ``matrices``: model name -> LongTensor ``[C, C]`` (rows: true class).
+    """
+    import torch
+
+    from xailib.batching import class_scores
+    from xailib.data import load_dataset
+    from xailib.data.conceptworld import LOOKALIKES
+    from xailib.metrics import confusion_matrix, confusion_pairs
+    from xailib.models import load_model, parse_zoo_name
+    from xailib.models.checkpoints import read_manifest
+
+    manifest = read_manifest().get("models", {})
+    dev = resolve_device(device)
+    summary, pairs, matrices, test_sets = [], [], {}, {}
+    for name in names:
+        spec = parse_zoo_name(name)
+        if not spec.dataset.startswith("conceptworld"):
+            raise ValueError(f"confusion_report reads ConceptWorld models against its look-alike pairs; {name!r} "
+                             f"is a {spec.dataset} model.")
+        if spec.dataset not in test_sets:
+            n = n_test if n_test is not None else manifest.get(name, {}).get("n_test", 2000)
+            test_sets[spec.dataset] = load_dataset(spec.dataset, "test", n=n, seed=0)
+        test = test_sets[spec.dataset]
+        model = load_model(name, device=dev)
+        with torch.no_grad():
+            pred = class_scores(model, test.images).argmax(1).cpu()
+        m = confusion_matrix(pred, test.labels, len(test.class_names))
+        lookalikes = [(a, b) for a, b in LOOKALIKES if a in test.class_names and b in test.class_names]
+        table, s = confusion_pairs(m, test.class_names, lookalikes)
+        matrices[name] = m
+        pairs.append(table.assign(model=name))
+        top = "; ".join(f"{r.a}/{r.b} {r.errors}" for r in table.head(3).itertuples())
+        summary.append(dict(model=name, tier=spec.tier, dataset=spec.dataset, test_images=int(test.labels.numel()),
+                            accuracy=float((pred == test.labels).double().mean()), errors=s["errors"],
+                            errors_in_lookalike_pairs=s["in_pairs"], share_in_lookalike_pairs=s["share_in_pairs"],
+                            share_if_uniform=s["share_if_uniform"], top_pairs=top))
+    return pd.DataFrame(summary), pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame(), matrices
