@@ -250,13 +250,14 @@ def test_tree_cropped_equals_uncropped_equals_nodewise_float64(cls, size, nms_io
     assert count_hooks(model) == 0
 
 
-ZOO = [(arch, ds) for ds in ("conceptworld", "fashion-mnist") for arch in ("vgg", "resnet", "inception", "alexnet")]
+ZOO = [(arch, ds, tier) for tier in ("shallow", "deep") for ds in ("conceptworld", "fashion-mnist")
+       for arch in ("vgg", "resnet", "inception", "alexnet")]
 
 
-@pytest.mark.parametrize("arch,dataset", ZOO)
-def test_zoo_tree_cropped_equals_uncropped_equals_nodewise(arch, dataset):
+@pytest.mark.parametrize("arch,dataset,tier", ZOO)
+def test_zoo_tree_cropped_equals_uncropped_equals_nodewise(arch, dataset, tier):
     torch.manual_seed(0)
-    model = build_model(arch, dataset).eval()  # untrained: the RF is a property of the architecture
+    model = build_model(arch, dataset, tier=tier).eval()  # untrained: the RF is a property of the architecture
     c, h, w = model.input_shape
     x = torch.rand(1, c, h, w, generator=torch.Generator().manual_seed(1))
     cropped, full = decompose(model, x, crop=True), decompose(model, x, crop=False)
