@@ -459,6 +459,11 @@ def test_record_run_per_tier_and_zoo_table(tmp_ckpt):
     # a partial run is only the last run; a run of every deep member is the deep tier's full run
     _record_run(["vgg-deep-conceptworld"], "deep", _args(), torch.device("cpu"), 400.0)
     assert "full_run_deep" not in ckpt.read_manifest()
+    # members added to a tier after its full run are listed with the run that trained them
+    _record_run(["vgg-conceptworld-hard"], "shallow", _args(only="*-conceptworld-hard"), torch.device("cpu"), 263.0)
+    write_zoo_table()
+    assert ("  - then 4.4 min for `make models TIER=shallow MODELS='*-conceptworld-hard'` (1 models"
+            in (tmp_ckpt / "zoo.md").read_text())
     _record_run(select_names("deep"), "deep", _args(), torch.device("cpu"), 2580.0)
     _record_run(select_names("deep"), "deep", _args(), torch.device("cpu"), 2590.0, last=True)
     manifest = ckpt.read_manifest()
@@ -470,6 +475,7 @@ def test_record_run_per_tier_and_zoo_table(tmp_ckpt):
     write_zoo_table(manifest)
     md = (tmp_ckpt / "zoo.md").read_text()
     assert "- shallow: 20.0 min for `make models TIER=shallow` (12 models" in md
+    assert "then 4.4 min" not in md  # the full run retrained them: the partial run is gone
     assert "- deep: 43.0 min for `make models TIER=deep` (12 models" in md
 
 

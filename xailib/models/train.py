@@ -378,6 +378,10 @@ def write_zoo_table(manifest: dict | None = None) -> None:
             lines.append(f"- {tier}: {run['wall_seconds'] / 60:.1f} min for `make models TIER={tier}` "
                          f"({run['models']} models, {run.get('jobs', 1)} processes x {run['threads']} thread, "
                          f"{run['device']}, {run['date']})")
+            for part in manifest.get("partial_runs", []):  # members added to the tier since its full run
+                if part.get("tier") == tier and part.get("date", "") > run.get("date", ""):
+                    lines.append(f"  - then {part['wall_seconds'] / 60:.1f} min for `make models TIER={tier} "
+                                 f"MODELS='{part['only']}'` ({part['models']} models, {part['date']})")
         else:
             trained = [r for r in rows if r[3] == tier]
             minutes = sum(float(r[-1]) for r in trained) / 60
@@ -539,6 +543,9 @@ def _record_run(names, tier, args, device, wall, last: bool = False) -> dict:
         manifest[f"full_run_{tier}"] = run
         if tier == "shallow":
             manifest.pop("full_run", None)  # the key of manifests from before the deep tier
+        manifest["partial_runs"] = [r for r in manifest.get("partial_runs", []) if r.get("tier") != tier]
+    elif names:  # a part of the tier: kept, so that zoo.md can say how long its added members took
+        manifest["partial_runs"] = (manifest.get("partial_runs", []) + [run])[-10:]
     write_manifest(manifest)
     return manifest
 
