@@ -218,5 +218,5 @@ def test_diagnosis_notebook_runs_a_torchvision_model_on_a_standin_folder(standin
     assert "Fig. 11" in (folder / "paper_vs_ours.csv").read_text()
     printed = _executed_text(out / "build", "02_diagnosis.ipynb")
     assert "Figs. 12-13: skipped on the real-scale path" in printed
-    assert "Fig. 10's part-removed scenes: skipped" in printed and "The planted-bias model: skipped" in printed
+    assert "Fig. 10's hard-setting scenes: skipped" in printed and "The planted-bias model: skipped" in printed
     assert "Fig. 11: the folder's 3 classes are not the model's 1000 outputs" in printed
