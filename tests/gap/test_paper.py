@@ -42,19 +42,19 @@ def _sanity_inputs(aa=0.9, kept=0.03):
 def test_sanity_comparison_rows_and_verdicts_by_hand():
     df = sanity_comparison(*_sanity_inputs())
     assert tuple(df.columns) == PAPER_TABLE_COLUMNS and df["verdict"].isin(VERDICTS).all()
-    row = df[df["quantity"] == "PCC of MG with the mean-ablation ground truth, S3->S2 (VOC)"].iloc[0]
+    row = df[df["quantity"] == "PCC of MG with the mean-ablation ground truth, S3->S2 (VOC; vgg-fashion-mnist)"].iloc[0]
     # text and numbers share the columns of this table: numbers are written to three decimals
     assert row["paper"] == f"{PAPER_TABLE1['VOC']['MG'][3]:.3f}" and row["ours"] == "0.3"
     assert row["verdict"] == "not reproduced"  # |0.3 - 0.583| > 0.15
-    aa = df[df["quantity"] == "PCC of AA with the mean-ablation ground truth, T->S5 (VOC)"].iloc[0]
+    aa = df[df["quantity"] == "PCC of AA with the mean-ablation ground truth, T->S5 (VOC; vgg-fashion-mnist)"].iloc[0]
     assert aa["verdict"] == "partly" and "zero-ablation ground truth 1.900" in aa["note"]  # |0.9 - 0.987| <= 0.15
-    aa2 = df[df["quantity"] == "PCC of AA with the mean-ablation ground truth, S2->S1 (VOC)"].iloc[0]
+    aa2 = df[df["quantity"] == "PCC of AA with the mean-ablation ground truth, S2->S1 (VOC; vgg-fashion-mnist)"].iloc[0]
     assert aa2["verdict"] == "reproduced"  # |0.9 - 0.893| <= 0.05
     best = df[df["quantity"].str.startswith("AA has the highest")].iloc[0]
     assert best["verdict"] == "reproduced" and best["ours"] == "at 5 of 5 pairs"
-    top = df[df["quantity"].str.contains(r"\(top\)")].iloc[0]
+    top = df[df["quantity"].str.contains(r"\(top;")].iloc[0]
     assert top["ours"] == "0.125" and top["verdict"] == "reproduced"  # few: 8 / 64 <= 0.25
-    bottom = df[df["quantity"].str.contains(r"\(bottom\)")].iloc[0]
+    bottom = df[df["quantity"].str.contains(r"\(bottom;")].iloc[0]
     assert bottom["ours"] == "1" and bottom["verdict"] == "reproduced"
     fig8 = df[df["artifact"] == "Fig. 8"]
     assert fig8["ours"].tolist() == ["-0.01", "0.97"] and fig8["verdict"].tolist() == ["reproduced"] * 2
@@ -147,5 +147,5 @@ def test_fig8_is_also_read_at_the_papers_kept_share_and_algebraic_pairs_are_name
     assert fig8["verdict"].tolist() == ["not comparable", "not comparable", "not reproduced", "not reproduced"]
     assert "top-1, the kept share closest to the paper's" in fig8["quantity"].iloc[3]
     notes = dict(zip(df["quantity"], df["note"]))
-    assert "1 by algebra: one conv" in notes["PCC of AA with the mean-ablation ground truth, S2->S1 (VOC)"]
-    assert "measured: more than one conv" in notes["PCC of AA with the mean-ablation ground truth, S3->S2 (VOC)"]
+    assert "1 by algebra: one conv" in notes["PCC of AA with the mean-ablation ground truth, S2->S1 (VOC; vgg-fashion-mnist)"]
+    assert "measured: more than one conv" in notes["PCC of AA with the mean-ablation ground truth, S3->S2 (VOC; vgg-fashion-mnist)"]

@@ -141,7 +141,7 @@ def sanity_comparison(table1: pd.DataFrame, counts: dict[str, pd.DataFrame], sur
                         f"zero-ablation ground truth {_fmt(z)}" + (f" ({why})" if s == "AA" else ""))
                 if n:
                     note += f"; mean over n = {n} images"
-                rows.append(paper_row("Table 1", f"PCC of {s} with the mean-ablation ground truth, {pair} ({ds})",
+                rows.append(paper_row("Table 1", f"PCC of {s} with the mean-ablation ground truth, {pair} ({ds}; {name})",
                                       paper[j], value, _number_verdict(value, paper[j]), note))
         if len(mean):
             by_strategy = mean.set_index("strategy")
@@ -149,7 +149,7 @@ def sanity_comparison(table1: pd.DataFrame, counts: dict[str, pd.DataFrame], sur
             best = [by_strategy[p].idxmax() if by_strategy[p].notna().any() else "n/a" for p in pairs]
             wins, m = sum(b == "AA" for b in best), sum(b != "n/a" for b in best)
             rows.append(paper_row(
-                "Table 1", f"AA has the highest PCC of the four strategies at every stage pair ({ds})",
+                "Table 1", f"AA has the highest PCC of the four strategies at every stage pair ({ds}; {name})",
                 "yes, at all 5 pairs", f"at {wins} of {m} pairs" + (" with a PCC" if m < len(pairs) else ""),
                 "reproduced" if wins == len(pairs) else "partly" if wins > len(pairs) / 2 else "not reproduced",
                 f"{name}; mean-ablation ground truth; best per pair: {', '.join(best)}"))
@@ -162,7 +162,7 @@ def sanity_comparison(table1: pd.DataFrame, counts: dict[str, pd.DataFrame], sur
             else:  # "nearly all": at least 0.9 reproduces it, at least 0.7 partly
                 verdict = "reproduced" if frac >= 0.9 else "partly" if frac >= 0.7 else "not reproduced"
                 paper, rule = "nearly all at conv1_2", "nearly all: >= 0.9 reproduced, >= 0.7 partly"
-            rows.append(paper_row("Fig. 6(b)", f"activated / all channels, {c['pair'].iloc[i]} ({what})", paper,
+            rows.append(paper_row("Fig. 6(b)", f"activated / all channels, {c['pair'].iloc[i]} ({what}; {name})", paper,
                                   frac, verdict, f"{name}; rule: {rule}"))
     for name, d in surrogate.items():
         full = d[d["method"] == "full model"].iloc[0]
@@ -188,10 +188,10 @@ def sanity_comparison(table1: pd.DataFrame, counts: dict[str, pd.DataFrame], sur
                     f"{kept_paper:.3f}); a random pick of the same size matches {_fmt(control)}"
                     + (f"; n = {n} images" if n else ""))
             rows += [
-                paper_row("Fig. 8", f"surrogate accuracy minus full accuracy, {label}", "~0 (similar accuracy)", diff,
+                paper_row("Fig. 8", f"surrogate accuracy minus full accuracy, {label} ({name})", "~0 (similar accuracy)", diff,
                           ("reproduced" if abs(diff) <= 0.02 else "not reproduced") if tested else "not comparable",
                           note + ("; rule: |difference| <= 0.02" if tested else "; too many channels kept to test it")),
-                paper_row("Fig. 8", f"surrogate match rate, {label}", "~1 (almost all samples)", match,
+                paper_row("Fig. 8", f"surrogate match rate, {label} ({name})", "~1 (almost all samples)", match,
                           ("reproduced" if match >= 0.95 else "partly" if match >= 0.8 else "not reproduced")
                           if tested else "not comparable",
                           note + ("; rule: >= 0.95 reproduced, >= 0.8 partly" if tested else
