@@ -590,3 +590,15 @@ def test_hard_dataset_and_load_dataset():
     assert not torch.equal(ds.images, load_dataset("conceptworld", "test", n=12, seed=1).images)
     with pytest.raises(ValueError, match="is the hard setting"):
         load_dataset("conceptworld-hard", "test", n=2, setting="default")
+
+
+def test_hard_probe_sets_show_the_concept_alone(hard):
+    """Part and context probes of the hard world carry no distractor or occluder: the part (or background)
+    alone, as in the default world."""
+    for concept in ("head", "wings", "water"):
+        probe = hard.probe_set(concept, 6, seed=0)
+        batch = hard.render(probe.recipes)
+        assert not batch.distractor_mask.any() and not batch.occluder_mask.any(), concept
+        assert torch.equal(batch.images, probe.images)
+    water = hard.probe_set("water", 4, seed=0)
+    assert water.masks.all()

@@ -1545,6 +1545,7 @@ class ConceptWorld:
             rec = self._sample(n, gen)
             rec.context[:] = self.context_names.index(concept)
             rec.present[:] = False
+            rec = self.declutter(rec)  # the background alone: no distractor or occluder either (hard setting)
             batch = self.render(rec)
             return ProbeSet(concept, kind, batch.images, batch.background_mask, rec)
         full = torch.ones(n, H, H, dtype=torch.bool)
