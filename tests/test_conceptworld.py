@@ -573,7 +573,7 @@ def test_hard_sampling_seeded_and_distractors_of_other_classes(hard):
     assert (d.label[shown] != a.label[shown]).all(), "a distractor is of another class"
     assert 0.5 < shown.float().mean() < 0.9 and (d.scale < a.scale).all()
     small = ConceptWorld(seed=0).sample(200, seed=3).scale
-    assert float(a.scale.min()) < 0.5 < 0.62 <= float(small.min())  # smaller objects than the default's
+    assert float(a.scale.min()) < 0.6 < 0.62 <= float(small.min())  # smaller objects than the default's
 
 
 def test_hard_dataset_and_load_dataset():
@@ -602,3 +602,27 @@ def test_hard_probe_sets_show_the_concept_alone(hard):
         assert torch.equal(batch.images, probe.images)
     water = hard.probe_set("water", 4, seed=0)
     assert water.masks.all()
+
+
+def test_hard_textures_are_faint_by_hand():
+    """The hard setting's second pattern shade lies 30% of the way from the base colour to the default shade."""
+    from xailib.data.conceptworld import _shade
+    base = torch.tensor([[0.8, 0.6, 0.4], [0.08, 0.08, 0.08]])
+    assert torch.allclose(_shade(base), torch.tensor([[0.8 * 0.28, 0.6 * 0.28, 0.4 * 0.28], [0.55, 0.55, 0.55]]), atol=1e-7)
+    expected = torch.tensor([[0.8 - 0.3 * 0.576, 0.6 - 0.3 * 0.432, 0.4 - 0.3 * 0.288], [0.221, 0.221, 0.221]])
+    assert torch.allclose(_shade(base, 0.3), expected, atol=1e-6)
+    assert SETTINGS["hard"].pattern == 0.3 and SETTINGS["default"].pattern == 1.0
+
+
+def test_hard_lookalikes_share_colours(world, hard):
+    """The hard setting's colour overrides: cow white or brown (as the goat), fish also orange, sparrow also green;
+    the default world keeps its classes' colours, and the override reaches the drawn scenes."""
+    col = COLOUR_NAMES.index
+    cow, fish = world.class_names.index("cow"), world.class_names.index("fish")
+    assert world._main_col[cow, col("brown")] == 0 and world._main_col[cow, col("white")] == 1
+    assert hard._main_col[cow, col("brown")] == 0.5 and hard._main_col[cow, col("white")] == 0.5
+    assert hard._main_col[fish, col("orange")] == pytest.approx(0.3) and world._main_col[fish, col("orange")] == 0
+    rec = hard.sample(400, seed=2)
+    body = PART_NAMES.index("body")
+    cows = rec.label == cow
+    assert set(rec.colour[cows, body].tolist()) == {col("white"), col("brown")}
