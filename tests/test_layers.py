@@ -196,3 +196,16 @@ def test_replace_output_may_grow_the_batch_and_counts_calls():
     with replace_output(model, "relu", lambda a: a) as rep:
         pass
     assert rep.calls == 0 and count_hooks(model) == 0
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_capture_survives_an_inplace_op_after_the_layer(detach):
+    """A conv followed by ReLU(inplace=True): the record keeps the conv's negative outputs."""
+    conv = nn.Conv2d(1, 1, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(-1.0)
+    net = nn.Sequential(conv, nn.ReLU(inplace=True))
+    x = torch.ones(1, 1, 2, 2)
+    with torch.no_grad(), capture(net, "0", detach=detach) as rec:
+        out = net(x)
+    assert torch.equal(rec["0"], -torch.ones(1, 1, 2, 2)) and torch.equal(out, torch.zeros(1, 1, 2, 2))

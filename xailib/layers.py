@@ -167,8 +167,8 @@ class capture:
                     f"Layer {name!r} ({type(module).__name__}) returns {type(output).__name__}, not a tensor; "
                     "choose a layer whose output is a single tensor (e.g. a conv, a ReLU or a stage block)."
                 )
-            if self.detach:
-                self.outputs[name].append(output.detach())
+            if self.detach:  # a copy: an in-place op after the layer (ReLU(inplace=True)) would overwrite a view
+                self.outputs[name].append(output.detach().clone())
                 return None
             self.outputs[name].append(output)
             if self.grads and output.requires_grad:
