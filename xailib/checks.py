@@ -46,6 +46,8 @@ __all__ = [
     "model_stages",
     "check_layer_list",
     "unknown_layer_message",
+    "check_input_range",
+    "check_in_range",
 ]
 
 #: The target that means "the class each image is predicted as".
@@ -393,3 +395,31 @@ def check_layer_list(model: nn.Module, layers=None, *, default_last: int | None 
         if idx != sorted(idx):
             raise ValueError(f"layers must go low -> high (as in model.stage_names {stages}), got {layers}.")
     return layers
+
+
+# --------------------------------------------------------------------------------------------------
+# Input ranges
+# --------------------------------------------------------------------------------------------------
+
+
+def check_input_range(input_range) -> tuple[float, float]:
+    """``(lo, hi)`` as floats if ``input_range`` is a pair of finite numbers with ``lo < hi``; else ``ValueError``."""
+    ok = isinstance(input_range, Sequence) and not isinstance(input_range, str) and len(input_range) == 2 and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v)) for v in input_range)
+    if not ok or float(input_range[0]) >= float(input_range[1]):
+        raise ValueError(f"input_range must be a pair (lo, hi) of finite numbers with lo < hi, the valid pixel values: "
+                         f"e.g. (0, 1) for xailib's models or (-1, 1) for images normalised as in the AfI paper; "
+                         f"got {input_range!r}.")
+    return float(input_range[0]), float(input_range[1])
+
+
+def check_in_range(images: torch.Tensor, lo: float, hi: float, what: str = "images") -> None:
+    """``ValueError`` unless every value of ``images`` is finite and in ``[lo, hi]`` (the model's valid inputs)."""
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError(f"{what} hold NaN or inf; pass finite images in input_range ({lo:g}, {hi:g}).")
+    mn, mx = float(images.min()), float(images.max())
+    if mn < lo or mx > hi:
+        raise ValueError(
+            f"{what} lie in [{mn:.4g}, {mx:.4g}], outside input_range=({lo:g}, {hi:g}). Pass images in that range "
+            "(xailib's models take unnormalised images in [0, 1]; divide 0..255 images by 255), or pass the range "
+            "your model's inputs live in with input_range=(lo, hi) (e.g. (-1, 1)).")
