@@ -34,6 +34,8 @@ __all__ = [
     "deletion_curve", "insertion_curve", "auc",
     "BootstrapCI", "bootstrap_ci", "mean_ci_table",
     "confusion_matrix", "confusion_pairs",
+    "pairwise_sq_dists", "median_heuristic", "gaussian_kernel", "mmd2_from_kernel", "mmd2", "mmd2_batched",
+    "mmd2_reference", "random_partitions", "MMDTest", "mmd2_permutation_test", "adjust_p_values",
 ]
 
 
@@ -549,3 +551,363 @@ def confusion_pairs(matrix: torch.Tensor, class_names, pairs=()) -> tuple[pd.Dat
     summary = dict(errors=errors, in_pairs=in_pairs, share_in_pairs=in_pairs / errors if errors else float("nan"),
                    share_if_uniform=uniform)
     return table, summary
+
+
+# ---- Maximum mean discrepancy (Gretton et al. 2012) and permutation tests --------------------
+#
+# One kernel matrix of the pooled sample ``z = [x; y]`` per group serves the estimate, the bandwidth (the pooled
+# median is the same for every relabelling of ``z``) and every permutation of the test, which only changes which
+# rows count as ``x``: with 0/1 membership vectors ``a`` (x) and ``b`` (y) the sums of the estimator are the
+# quadratic forms ``a^T K a``, ``b^T K b`` and ``a^T K b``, batched over groups and permutations.
+
+
+def _check_samples(x, name: str, batched: bool) -> torch.Tensor:
+    shape = "[G, n, d]" if batched else "[n, d]"
+    _check_tensor(x, name, shape)
+    if x.dim() != (3 if batched else 2) or x.dtype.is_complex or x.dtype == torch.bool:
+        hint = (" (one row of d features per sample; for scalars use x[:, None])" if not batched else
+                " (G groups of n samples of d features; for one group use x[None])")
+        raise ValueError(f"{name} must be a real tensor {shape}{hint}, got {tuple(x.shape)}.")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} holds NaN or inf; the MMD needs finite features.")
+    return x.double()
+
+
+def pairwise_sq_dists(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared Euclidean distances ``||x_i - y_j||^2`` between rows, batched: ``[..., n, d], [..., m, d] -> [..., n, m]``.
+
+    Computed in float64 as ``|x|^2 + |y|^2 - 2 x.y`` (one matmul), clamped at 0. With ``y=None`` the distances
+    within ``x`` (``[..., n, n]``), whose diagonal is set to exactly 0.
+    """
+    _check_tensor(x, "x", "[..., n, d]")
+    same = y is None
+    x = x.double()
+    y = x if same else _check_tensor(y, "y", "[..., m, d]").double()
+    if x.dim() < 2 or y.dim() < 2 or x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"x and y must be [..., n, d] and [..., m, d] with the same d, got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}.")
+    sq = x.square().sum(-1)[..., :, None] + y.square().sum(-1)[..., None, :] - 2 * x @ y.transpose(-1, -2)
+    sq = sq.clamp_min(0)
+    if same:
+        sq.diagonal(dim1=-2, dim2=-1).zero_()
+    return sq
+
+
+def median_heuristic(sq_dists: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Kernel bandwidth by the median heuristic (Gretton et al. 2012): the median distance of the pooled sample.
+
+    ``sigma = median_{i < j} ||z_i - z_j||`` over the distinct pairs of points of each group (both points valid),
+    the median of an even count being the mean of the two middle values (as ``numpy.median``). Where that median
+    is 0 (more than half of the pairs are duplicates) the mean of the positive distances is used instead, and
+    where every distance is 0 (all points equal; any bandwidth then gives the same MMD) ``sigma = 1``.
+
+    Parameters
+    ----------
+    sq_dists : Tensor ``[..., P, P]``
+        Squared distances within the pooled sample (:func:`pairwise_sq_dists` of ``z`` with itself).
+    valid : BoolTensor ``[..., P]``, optional
+        Which points belong to each group's sample (padding excluded); broadcast against ``sq_dists[..., 0]``.
+        Default: all.
+
+    Returns
+    -------
+    Tensor ``[...]`` (float64)
+        ``sigma > 0`` per group.
+
+    Raises
+    ------
+    ValueError
+        If a group has fewer than two valid points.
+    """
+    _check_tensor(sq_dists, "sq_dists", "[..., P, P]")
+    if sq_dists.dim() < 2 or sq_dists.shape[-1] != sq_dists.shape[-2]:
+        raise ValueError(f"sq_dists must be square [..., P, P], got {tuple(sq_dists.shape)}.")
+    p = sq_dists.shape[-1]
+    iu, ju = torch.triu_indices(p, p, 1, device=sq_dists.device)
+    d = sq_dists[..., iu, ju].double().clamp_min(0).sqrt()  # [..., T], T = P (P - 1) / 2
+    if valid is None:
+        ok = torch.ones(d.shape[-1], dtype=torch.bool, device=d.device).expand_as(d)
+    else:
+        valid = torch.as_tensor(valid, device=d.device).bool()
+        ok = (valid[..., iu] & valid[..., ju]).expand_as(d)
+    cnt = ok.sum(-1)  # [...]
+    if bool((cnt == 0).any()):
+        raise ValueError("The median heuristic needs at least two points per group; give larger samples.")
+    srt = torch.where(ok, d, torch.full_like(d, float("inf"))).sort(-1).values
+    lo = srt.gather(-1, ((cnt - 1) // 2)[..., None]).squeeze(-1)
+    hi = srt.gather(-1, (cnt // 2)[..., None]).squeeze(-1)
+    med = (lo + hi) / 2
+    pos = ok & (d > 0)
+    mean_pos = torch.where(pos, d, torch.zeros_like(d)).sum(-1) / pos.sum(-1).clamp_min(1)
+    return torch.where(med > 0, med, torch.where(mean_pos > 0, mean_pos, torch.ones_like(med)))
+
+
+def gaussian_kernel(sq_dists: torch.Tensor, bandwidth) -> torch.Tensor:
+    """Gaussian RBF kernel ``k(a, b) = exp(-||a - b||^2 / (2 sigma^2))`` from squared distances ``[..., P, Q]``.
+
+    ``bandwidth`` (``sigma``) is a positive number or a tensor ``[...]`` (one per group), float64 out.
+    """
+    sigma = torch.as_tensor(bandwidth, dtype=torch.float64, device=sq_dists.device)
+    if not bool(torch.isfinite(sigma).all()) or bool((sigma <= 0).any()):
+        raise ValueError(f"bandwidth must be positive and finite, got {bandwidth!r}.")
+    return torch.exp(-sq_dists.double() / (2 * sigma[..., None, None] ** 2))
+
+
+def mmd2_from_kernel(kernel: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor | None = None, *,
+                     unbiased: bool = True) -> torch.Tensor:
+    """Squared MMD of two sub-samples of a pooled sample, given its kernel matrix and 0/1 memberships.
+
+    With ``a = x_mask``, ``b = y_mask`` (``n = sum a``, ``m = sum b``) and ``K`` the kernel matrix, the unbiased
+    estimator of Gretton et al. (2012, Eq. 3) is::
+
+        MMD^2_u = (a'Ka - sum_i a_i K_ii) / (n (n-1)) + (b'Kb - sum_i b_i K_ii) / (m (m-1)) - 2 a'Kb / (n m)
+
+    and the biased (V-statistic, always >= 0) one ``a'Ka / n^2 + b'Kb / m^2 - 2 a'Kb / (n m)``.
+
+    Parameters
+    ----------
+    kernel : Tensor ``[..., P, P]``
+        Symmetric kernel matrix of the pooled sample.
+    x_mask, y_mask : BoolTensor ``[..., R, P]``
+        ``R`` partitions (e.g. permutations) of the points; leading dimensions broadcast against the kernel's.
+        ``y_mask`` defaults to ``~x_mask``. For one partition pass ``mask[..., None, :]``.
+    unbiased : bool
+
+    Returns
+    -------
+    Tensor ``[..., R]`` (float64)
+    """
+    _check_tensor(kernel, "kernel", "[..., P, P]")
+    _check_tensor(x_mask, "x_mask", "[..., R, P]")
+    if y_mask is None:
+        y_mask = ~x_mask.bool()
+    k = kernel.double()
+    a, b = x_mask.to(k), y_mask.to(k)
+    if a.dim() < 2 or a.shape[-1] != k.shape[-1] or b.shape[-1] != k.shape[-1]:
+        raise ValueError(f"x_mask and y_mask must be [..., R, P] with P = {k.shape[-1]} (the kernel's size), got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}.")
+    ka = a @ k  # [..., R, P]  (K is symmetric: a'K = (K a)')
+    kb = b @ k
+    aka, bkb, akb = (ka * a).sum(-1), (kb * b).sum(-1), (ka * b).sum(-1)
+    n, m = a.sum(-1), b.sum(-1)
+    if bool((n < (2 if unbiased else 1)).any()) or bool((m < (2 if unbiased else 1)).any()):
+        raise ValueError(f"Each sample needs at least {2 if unbiased else 1} points for the "
+                         f"{'unbiased' if unbiased else 'biased'} MMD estimate.")
+    if unbiased:
+        diag = k.diagonal(dim1=-2, dim2=-1)[..., None, :]  # [..., 1, P]
+        return ((aka - (a * diag).sum(-1)) / (n * (n - 1)) + (bkb - (b * diag).sum(-1)) / (m * (m - 1))
+                - 2 * akb / (n * m))
+    return aka / n**2 + bkb / m**2 - 2 * akb / (n * m)
+
+
+def _pooled_kernel(x: torch.Tensor, y: torch.Tensor, bandwidth) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kernel ``[G, P, P]`` of the pooled ``[x; y]`` and the bandwidths ``[G]`` (median heuristic for None)."""
+    sq = pairwise_sq_dists(torch.cat([x, y], dim=1))
+    if bandwidth is None:
+        sigma = median_heuristic(sq)
+    else:
+        sigma = torch.as_tensor(bandwidth, dtype=torch.float64, device=sq.device)
+        if sigma.dim() > 1 or (sigma.dim() == 1 and sigma.shape[0] not in (1, x.shape[0])):
+            raise ValueError(f"bandwidth must be a number or one per group [G = {x.shape[0]}], got shape "
+                             f"{tuple(sigma.shape)}.")
+        sigma = sigma.expand(x.shape[0]).clone()
+    return gaussian_kernel(sq, sigma), sigma
+
+
+def _first_n_mask(n: int, p: int, device) -> torch.Tensor:
+    mask = torch.zeros(1, p, dtype=torch.bool, device=device)
+    mask[:, :n] = True
+    return mask  # [1, P]
+
+
+def mmd2_batched(x: torch.Tensor, y: torch.Tensor, bandwidth=None, *, unbiased: bool = True) -> torch.Tensor:
+    """Squared MMD with a Gaussian RBF kernel for ``G`` pairs of samples at once (Gretton et al. 2012).
+
+    Parameters
+    ----------
+    x : Tensor ``[G, n, d]``
+    y : Tensor ``[G, m, d]``
+        ``G`` groups (e.g. every (concept, layer) pair); within a group the two samples share the feature size ``d``.
+    bandwidth : None, float or Tensor ``[G]``
+        The kernel's ``sigma`` (:func:`gaussian_kernel`); ``None``: the median heuristic over each group's pooled
+        sample ``[x_g; y_g]`` (:func:`median_heuristic`).
+    unbiased : bool
+        The unbiased U-statistic ``MMD^2_u`` (default; it can be slightly negative when the distributions are
+        equal) or the biased V-statistic ``MMD^2_b >= 0`` (:func:`mmd2_from_kernel`).
+
+    Returns
+    -------
+    Tensor ``[G]`` (float64)
+    """
+    x, y = _check_samples(x, "x", True), _check_samples(y, "y", True)
+    if x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:
+        raise ValueError(f"x [G, n, d] and y [G, m, d] need the same G and d, got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}.")
+    kernel, _ = _pooled_kernel(x, y, bandwidth)
+    return mmd2_from_kernel(kernel, _first_n_mask(x.shape[1], kernel.shape[-1], kernel.device)[None],
+                            unbiased=unbiased)[:, 0]
+
+
+def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth=None, *, unbiased: bool = True) -> torch.Tensor:
+    """Squared MMD between samples ``x: [n, d]`` and ``y: [m, d]`` with a Gaussian RBF kernel (Gretton et al. 2012).
+
+    :func:`mmd2_batched` for one group; see there for ``bandwidth`` (default: the pooled median heuristic) and
+    ``unbiased``. Returns a float64 scalar tensor.
+    """
+    x, y = _check_samples(x, "x", False), _check_samples(y, "y", False)
+    return mmd2_batched(x[None], y[None], None if bandwidth is None else float(bandwidth), unbiased=unbiased)[0]
+
+
+def mmd2_reference(x, y, bandwidth=None, *, unbiased: bool = True) -> float:
+    """Literal reference of :func:`mmd2`: Python double loops over the samples, the kernel evaluated pair by pair.
+
+    ``bandwidth=None`` takes the median of the distances of all distinct pooled pairs, again by a loop (the
+    positive-mean and ``1`` fallbacks of :func:`median_heuristic` included). For tests; ``x: [n, d]``, ``y: [m, d]``.
+    """
+    xs = [torch.as_tensor(r, dtype=torch.float64) for r in x]
+    ys = [torch.as_tensor(r, dtype=torch.float64) for r in y]
+    n, m = len(xs), len(ys)
+    if bandwidth is None:
+        z = xs + ys
+        dists = [float(torch.sqrt(((z[i] - z[j]) ** 2).sum())) for i in range(len(z)) for j in range(i + 1, len(z))]
+        sigma = float(np.median(dists))
+        if sigma == 0:
+            positive = [d for d in dists if d > 0]
+            sigma = float(np.mean(positive)) if positive else 1.0
+    else:
+        sigma = float(bandwidth)
+
+    def k(a, b):
+        return float(torch.exp(-((a - b) ** 2).sum() / (2 * sigma**2)))
+
+    if unbiased:
+        kxx = sum(k(xs[i], xs[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+        kyy = sum(k(ys[i], ys[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    else:
+        kxx = sum(k(xs[i], xs[j]) for i in range(n) for j in range(n)) / n**2
+        kyy = sum(k(ys[i], ys[j]) for i in range(m) for j in range(m)) / m**2
+    kxy = sum(k(xs[i], ys[j]) for i in range(n) for j in range(m)) / (n * m)
+    return kxx + kyy - 2 * kxy
+
+
+def random_partitions(n_x, valid: torch.Tensor, n_perm: int, seed: int = 0) -> torch.Tensor:
+    """Uniformly random relabellings of pooled samples for a permutation test: BoolTensor ``[..., n_perm, P]``.
+
+    Row ``r`` of group ``g`` marks ``n_x[g]`` of the group's valid points as the "x" sample, uniformly at random
+    (the other valid points are "y"). The draws use a CPU ``torch.Generator`` seeded with ``seed``: keys
+    ``torch.rand(*batch, n_perm, P)`` (invalid points get key 2), and the ``n_x`` smallest keys are "x"; so a seed
+    gives the same partitions on every device.
+
+    Parameters
+    ----------
+    n_x : int or LongTensor ``[...]``
+        Size of the x sample per group, at most the number of valid points.
+    valid : BoolTensor ``[..., P]``
+        The points of each group (False for padding).
+    n_perm : int
+    seed : int
+    """
+    n_perm = check_positive_int(n_perm, "n_perm", hint=" (number of permutations, e.g. 1000)")
+    seed = check_positive_int(seed, "seed", zero=True)
+    valid = torch.as_tensor(valid).bool()
+    gen = torch.Generator().manual_seed(seed)
+    keys = torch.rand(*valid.shape[:-1], n_perm, valid.shape[-1], generator=gen, dtype=torch.float64)
+    keys = torch.where(valid.cpu()[..., None, :], keys, torch.full_like(keys, 2.0))
+    ranks = keys.argsort(-1).argsort(-1)
+    n_x = torch.as_tensor(n_x, dtype=torch.long).cpu()
+    if bool((n_x > valid.sum(-1).cpu()).any()):
+        raise ValueError("n_x is larger than the number of valid points of a group.")
+    return (ranks < n_x[..., None, None]).to(valid.device)
+
+
+@dataclass(frozen=True)
+class MMDTest:
+    """What :func:`mmd2_permutation_test` returns (one value per group, or scalars for one pair of samples).
+
+    Attributes
+    ----------
+    mmd2 : Tensor ``[G]`` or ``[]``
+        The observed squared MMD.
+    p_value : Tensor ``[G]`` or ``[]``
+        ``(1 + #{permutations with MMD^2 >= observed}) / (1 + n_perm)``.
+    bandwidth : Tensor ``[G]`` or ``[]``
+        The kernel's ``sigma``.
+    n_perm : int
+    """
+
+    mmd2: torch.Tensor
+    p_value: torch.Tensor
+    bandwidth: torch.Tensor
+    n_perm: int
+
+
+def mmd2_permutation_test(x: torch.Tensor, y: torch.Tensor, n_perm: int = 1000, seed: int = 0, bandwidth=None, *,
+                          unbiased: bool = True, max_bytes: int = 1 << 28) -> MMDTest:
+    """Permutation test of ``H0: x and y come from one distribution`` with the squared MMD as statistic.
+
+    The pooled sample ``[x; y]`` is relabelled ``n_perm`` times (:func:`random_partitions`, seeded), the MMD of
+    each relabelling computed from the one pooled kernel matrix (:func:`mmd2_from_kernel`, batched over
+    permutations in chunks of at most ``max_bytes``), and ``p = (1 + #{perm MMD^2 >= observed}) / (1 + n_perm)``,
+    which is never 0 and is a valid p-value (Phipson & Smyth 2010). The bandwidth is fixed from the pooled sample
+    (the median heuristic by default), which every relabelling shares.
+
+    Parameters
+    ----------
+    x : Tensor ``[n, d]`` or ``[G, n, d]``
+    y : Tensor ``[m, d]`` or ``[G, m, d]``
+    n_perm : int
+    seed : int
+    bandwidth : None, float or Tensor ``[G]``
+    unbiased : bool
+
+    Returns
+    -------
+    MMDTest
+        Scalars for ``[n, d]`` input, ``[G]`` tensors for ``[G, n, d]``.
+    """
+    one = isinstance(x, torch.Tensor) and x.dim() == 2
+    x, y = _check_samples(x, "x", not one), _check_samples(y, "y", not one)
+    if one:
+        x, y = x[None], y[None]
+    if x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:
+        raise ValueError(f"x [G, n, d] and y [G, m, d] need the same G and d, got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}.")
+    n_perm = check_positive_int(n_perm, "n_perm", hint=" (number of permutations, e.g. 1000)")
+    kernel, sigma = _pooled_kernel(x, y, bandwidth)  # [G, P, P]
+    g, p = kernel.shape[0], kernel.shape[-1]
+    observed = mmd2_from_kernel(kernel, _first_n_mask(x.shape[1], p, kernel.device)[None], unbiased=unbiased)[:, 0]
+    masks = random_partitions(x.shape[1], torch.ones(p, dtype=torch.bool, device=kernel.device), n_perm, seed)
+    chunk = max(1, int(max_bytes) // max(1, 3 * 8 * g * p))
+    exceed = torch.zeros(g, dtype=torch.long, device=kernel.device)
+    for s in range(0, n_perm, chunk):
+        perm = mmd2_from_kernel(kernel, masks[s:s + chunk][None], unbiased=unbiased)  # [G, r]
+        exceed += (perm >= observed[:, None]).sum(-1)
+    pval = (1 + exceed).double() / (1 + n_perm)
+    if one:
+        return MMDTest(observed[0], pval[0], sigma[0], n_perm)
+    return MMDTest(observed, pval, sigma, n_perm)
+
+
+def adjust_p_values(p, method: str | None = "holm") -> torch.Tensor:
+    """Family-wise error correction of p-values along the last dimension ``[..., m]`` (one family per row).
+
+    ``"bonferroni"``: ``min(1, m p)``. ``"holm"`` (Holm 1979; uniformly more powerful than Bonferroni, same
+    guarantee): with the ``m`` p-values sorted ascending, ``p~_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``,
+    returned in the original order. ``None``: ``p`` unchanged. float64 out; NaN entries are not allowed.
+    """
+    p = torch.as_tensor(p, dtype=torch.float64)
+    if p.dim() == 0:
+        p = p[None]
+    if bool(torch.isnan(p).any()) or bool(((p < 0) | (p > 1)).any()):
+        raise ValueError("p-values must lie in [0, 1] (no NaN).")
+    if method is None:
+        return p.clone()
+    if method not in ("holm", "bonferroni"):
+        raise ValueError(f"Unknown p-value correction {method!r}; use 'holm', 'bonferroni' or None.")
+    m = p.shape[-1]
+    if method == "bonferroni":
+        return (p * m).clamp_max(1.0)
+    srt, order = p.sort(-1)
+    factors = torch.arange(m, 0, -1, dtype=torch.float64, device=p.device)  # m - j + 1 for j = 1..m
+    adj = (srt * factors).clamp_max(1.0).cummax(-1).values
+    return torch.empty_like(adj).scatter_(-1, order, adj)
