@@ -28,10 +28,15 @@ import torch
 from torch.utils.data import Dataset
 
 from xailib.data.concepts import ConceptFolders, ConceptSet, list_concepts, random_sets
+from xailib.data.interventions import concept_curves, intervention_effects, intervention_importance, random_order
 from xailib.data.sampling import subset_indices
+from xailib.data.superpixels import (SegmentConcepts, SegmentSet, cluster_concepts, concept_masks, segment,
+                                     segment_curves)
 
 __all__ = ["DATASETS", "load_dataset", "dataset_info", "DatasetInfo", "InMemory", "in_memory",
-           "ConceptSet", "ConceptFolders", "random_sets", "list_concepts", "subset_indices"]
+           "ConceptSet", "ConceptFolders", "random_sets", "list_concepts", "subset_indices",
+           "SegmentSet", "SegmentConcepts", "segment", "cluster_concepts", "concept_masks", "segment_curves",
+           "intervention_effects", "intervention_importance", "concept_curves", "random_order"]
 
 #: Names accepted by :func:`load_dataset`.
 #: ``"conceptworld-hard"`` is ConceptWorld's hard setting (``ConceptWorld(setting="hard")``: clutter, occlusion,
