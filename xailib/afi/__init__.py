@@ -1,0 +1,1 @@
+"""AfI: Attacking for Interpretability (Wu et al.)."""

@@ -1,0 +1,328 @@
+"""AfI's experiments as functions: the attacking results (Sec. 4.1, Tables 1, S1, S2) and the distillation
+test of the feature importance (Sec. 4.2, Table 2).
+
+* :func:`attack_table`, :func:`unmatched_table` -- mean top-1 accuracy over classes, clean and with the
+  matched (Tables 1, S1) or unmatched (Table S2) global feature occluders, on the images the occluders
+  were learned on and on held-out images.
+* :func:`distillation_test` -- Table 2: for each class, a balanced binary task (the class against the
+  others, only images the teacher gets right), the flattened outputs of the class's meta-detectors
+  (Eq. 9) as features, and a student MLP 32-16-2; its held-out accuracy measures how much of the class
+  the feature importance captured.
+* :func:`student_mlp`, :func:`train_student` -- the student of Table 2.
+
+The occluders come from :mod:`xailib.afi.occluder`, the feature and channel importance and the
+meta-detectors from :mod:`xailib.afi.attribution`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from xailib.afi.attribution import channel_importance, feature_importance, gradient_feature_importance, meta_detector
+from xailib.afi.occluder import OccluderResult, evaluate_occluders, unmatched_accuracy
+from xailib.batching import predict
+from xailib.checks import check_images, check_model, check_positive_float, check_positive_int, check_seed
+
+__all__ = ["impressions_by_layer", "class_channel_importance", "per_class", "attack_splits", "attack_table", "unmatched_table", "student_mlp", "train_student", "distillation_test"]
+
+
+def _as_labels(labels, n: int, what: str) -> torch.Tensor:
+    y = torch.as_tensor(labels).long().flatten().cpu()
+    if y.numel() != n:
+        raise ValueError(f"{what}: labels need one entry per image, got {y.numel()} labels for {n} images.")
+    return y
+
+
+def per_class(images: torch.Tensor, labels, n: int, skip: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images ``skip .. skip + n - 1`` of every class, in their order (classes with fewer give what they
+    have): ``(images [M, C, H, W], labels [M])``, grouped by class."""
+    n = check_positive_int(n, "n", hint=" (images per class)")
+    y = _as_labels(labels, len(images), "per_class")
+    idx = torch.cat([torch.nonzero(y == k)[skip:skip + n, 0] for k in torch.unique(y).tolist()])
+    return images[idx], y[idx]
+
+
+def attack_splits(subjects, dataset: str, n_per_class: int):
+    """The images occluders are learned on and the held-out ones, ``n_per_class`` of each class each.
+
+    On the zoo path (:class:`xailib.models.subjects.Subjects` without a model) the ``train`` and ``test``
+    splits of ``dataset``; on the real-scale path one seeded subset of the folder, each class's images split
+    in two halves (the first for learning, the second held out).
+
+    Returns
+    -------
+    (train, test) : two (images, labels) pairs
+    """
+    n_per_class = check_positive_int(n_per_class, "n_per_class")
+    if not subjects.real:
+        from xailib.data import dataset_info
+
+        k = len(dataset_info(dataset).class_names)
+        pools = [subjects.data(dataset, 3 * n_per_class * k, split=s) for s in ("train", "test")]
+        return tuple(per_class(p.images, p.labels, n_per_class) for p in pools)
+    k = len(subjects.folder.class_names)
+    pool = subjects.data(dataset, 2 * n_per_class * k)
+    return per_class(pool.images, pool.labels, n_per_class), per_class(pool.images, pool.labels, n_per_class,
+                                                                      skip=n_per_class)
+
+
+def attack_table(model: nn.Module, result: OccluderResult, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+                 name: str, batch_size: int = 256) -> pd.DataFrame:
+    """Tables 1 and S1: mean top-1 accuracy over classes, clean and under the matched occluders.
+
+    Parameters
+    ----------
+    model : nn.Module
+    result : OccluderResult
+        From :func:`xailib.afi.occluder.learn_occluders`.
+    splits : dict split name -> (images ``[N, C, H, W]``, labels ``[N]``)
+        E.g. ``{"train": (the images the occluders were learned on), "test": (held-out images)}``; only
+        images of classes in ``result`` are used.
+    name : str
+        The model's name, for the ``model`` column.
+
+    Returns
+    -------
+    DataFrame
+        One row per split: ``model``, ``split``, ``clean_accuracy``, ``perturbed_accuracy`` (means over the
+        classes of the per-class top-1 accuracy, as the paper averages over its 100 classes), ``n_images``,
+        ``n_classes``.
+    """
+    rows = []
+    for split, (images, labels) in splits.items():
+        y = _as_labels(labels, len(images), f"split {split!r}")
+        keep = torch.isin(y, torch.tensor(result.classes))
+        per_class = evaluate_occluders(model, result, images[keep], y[keep], batch_size=batch_size)
+        per_class = per_class[per_class["n"] > 0]
+        rows.append({"model": name, "split": split, "clean_accuracy": float(per_class["clean_top1"].mean()),
+                     "perturbed_accuracy": float(per_class["occluded_top1"].mean()),
+                     "n_images": int(per_class["n"].sum()), "n_classes": len(per_class)})
+    return pd.DataFrame(rows)
+
+
+def unmatched_table(model: nn.Module, result: OccluderResult, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+                    name: str, batch_size: int = 256) -> pd.DataFrame:
+    """Table S2: mean top-1 accuracy over occluders on the images of the *other* classes.
+
+    Returns
+    -------
+    DataFrame
+        One row per split: ``model``, ``split``, ``clean_accuracy``, ``unmatched_accuracy`` (means over the
+        occluders), ``n_images`` (occluder-image pairs), ``n_classes``.
+    """
+    rows = []
+    for split, (images, labels) in splits.items():
+        y = _as_labels(labels, len(images), f"split {split!r}")
+        keep = torch.isin(y, torch.tensor(result.classes))
+        per = unmatched_accuracy(model, result, images[keep], y[keep], batch_size=batch_size)
+        rows.append({"model": name, "split": split, "clean_accuracy": float(per["clean_top1"].mean()),
+                     "unmatched_accuracy": float(per["unmatched_top1"].mean()), "n_images": int(per["n"].sum()),
+                     "n_classes": len(per)})
+    return pd.DataFrame(rows)
+
+
+def class_channel_importance(model: nn.Module, images: torch.Tensor, labels, layers: Sequence[str],
+                             result: OccluderResult | None = None, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Channel importance (Eq. 8) of the classes of ``result`` at ``layers``, from AfI's occluders or from
+    gradients.
+
+    With ``result``: the feature importance of Eqs. (6)-(7) over the images each occluder was learned on
+    (``result.kept``: the class's images that took part, Eq. 4), then Eq. (8). Without it: the
+    gradient-based baseline (:func:`xailib.afi.attribution.gradient_feature_importance` over all
+    ``images``), then Eq. (8).
+
+    Returns
+    -------
+    dict layer -> Tensor ``[K, C_l]``
+        Row ``j`` for ``result.classes[j]`` (without ``result``: for the sorted classes of ``labels``).
+    """
+    y = _as_labels(labels, len(images), "class_channel_importance")
+    if result is None:
+        classes = torch.unique(y).tolist()
+        fi = gradient_feature_importance(model, images, y, layers, classes=classes, batch_size=batch_size)
+    else:
+        kept = torch.as_tensor(result.kept, dtype=torch.long)
+        fi = feature_importance(model, images[kept], result.occluders, y[kept], layers, classes=result.classes,
+                                input_range=result.input_range, batch_size=batch_size)
+    return channel_importance(fi.fis)
+
+
+def student_mlp(n_features: int, hidden: Sequence[int] = (32, 16), seed: int = 0) -> nn.Sequential:
+    """The student of Table 2: dense layers ``n_features -> 32 -> 16 -> 2`` with ReLUs ("three fully connected
+    layers, where there are 32, 16, and 2 neurons"), initialised from ``seed``."""
+    n_features = check_positive_int(n_features, "n_features")
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(check_seed(seed))
+    try:
+        sizes = [n_features, *[check_positive_int(h, "hidden") for h in hidden], 2]
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        return nn.Sequential(*layers[:-1])
+    finally:
+        torch.random.set_rng_state(gen_state)
+
+
+def train_student(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
+                  hidden: Sequence[int] = (32, 16), epochs: int = 200, lr: float = 1e-2, weight_decay: float = 1e-4,
+                  seed: int = 0) -> float:
+    """Train one student MLP (full batch, Adam) on standardised features; its held-out accuracy.
+
+    Parameters
+    ----------
+    x_train, x_test : Tensor ``[n, D]``
+        Features (here the flattened meta-detector outputs); standardised with the training set's mean and
+        standard deviation.
+    y_train, y_test : LongTensor ``[n]`` in ``{0, 1}``
+    """
+    epochs = check_positive_int(epochs, "epochs")
+    lr = check_positive_float(lr, "lr")
+    mu, sd = x_train.mean(0, keepdim=True), x_train.std(0, keepdim=True).clamp(min=1e-6)
+    xa, xb = (x_train - mu) / sd, (x_test - mu) / sd
+    net = student_mlp(x_train.shape[1], hidden, seed)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    with torch.enable_grad():
+        for _ in range(epochs):
+            opt.zero_grad()
+            loss_fn(net(xa), y_train).backward()
+            opt.step()
+    with torch.no_grad():
+        return float((net(xb).argmax(1) == y_test).double().mean())
+
+
+def _balanced(y: torch.Tensor, ok: torch.Tensor, k: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of a balanced binary task: the correctly classified images of class ``k`` and as many
+    correctly classified images of the other classes (drawn with ``gen``), with 1/0 targets."""
+    pos = torch.nonzero((y == k) & ok)[:, 0]
+    neg = torch.nonzero((y != k) & ok)[:, 0]
+    n = min(len(pos), len(neg))
+    pos = pos[torch.randperm(len(pos), generator=gen)[:n]]
+    neg = neg[torch.randperm(len(neg), generator=gen)[:n]]
+    idx = torch.cat([pos, neg])
+    return idx, torch.cat([torch.ones(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)])
+
+
+def distillation_test(model: nn.Module, cis: Mapping[str, Mapping[str, torch.Tensor]], classes: Sequence[int],
+                      train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], *,
+                      layers: Sequence[str] | None = None, name: str = "model", hidden: Sequence[int] = (32, 16),
+                      epochs: int = 200, lr: float = 1e-2, seed: int = 0, batch_size: int = 64) -> pd.DataFrame:
+    """Table 2, the distillation test of the feature importance (Sec. 4.2).
+
+    For each class ``k`` of ``classes`` and each method's channel importance: a balanced binary task (the
+    teacher's correctly classified images of ``k`` against as many correctly classified images of the other
+    classes, drawn with ``seed``) on the ``train`` images, and the same on the ``test`` images (the paper's
+    "original training-validation partition"); features are the class's meta-detector outputs (Eq. 9) at
+    every layer of ``layers``, flattened and concatenated; a student MLP ``32-16-2`` is trained on the first
+    and scored on the second.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The teacher.
+    cis : dict method -> (dict layer -> Tensor ``[K, C_l]``)
+        Channel importance (Eq. 8) of the ``K`` classes of ``classes`` per method, e.g. ``{"gradient": ...,
+        "afi_no_t": ..., "afi": ...}`` (:func:`xailib.afi.attribution.channel_importance`); row ``j`` belongs
+        to ``classes[j]``.
+    classes : sequence of int
+    train, test : (images ``[N, C, H, W]``, labels ``[N]``)
+    layers : sequence of str, optional
+        Default: the layers of the first method's ``cis``.
+
+    Returns
+    -------
+    DataFrame
+        One row per class and method: ``model``, ``class``, ``method``, ``accuracy`` (student's held-out
+        accuracy), ``n_train``, ``n_test`` (images in the balanced tasks), ``n_features``.
+    """
+    check_model(model)
+    if not isinstance(cis, Mapping) or not cis:
+        raise ValueError("cis must map each method name to its channel importance {layer: [K, C]}, e.g. "
+                         "{'afi': channel_importance(fi.fis)}.")
+    classes = [int(k) for k in classes]
+    seed = check_seed(seed)
+    layers = list(layers) if layers is not None else list(next(iter(cis.values())))
+    prepared = {}
+    for split, (images, labels) in (("train", train), ("test", test)):
+        images = check_images(images, model, move=False)
+        y = _as_labels(labels, len(images), f"{split} images")
+        ok = predict(model, images, batch_size=256) == y
+        prepared[split] = (images, y, ok)
+    rows = []
+    for method, w in cis.items():
+        for j, k in enumerate(classes):
+            cis_k = {n: torch.as_tensor(w[n])[j:j + 1] for n in layers}
+            feats, targets = {}, {}
+            for split, (images, y, ok) in prepared.items():
+                gen = torch.Generator().manual_seed(seed * 1000 + k * 2 + (split == "test"))
+                idx, t = _balanced(y, ok, k, gen)
+                out = meta_detector(model, images[idx], cis_k, layers, flatten=True, batch_size=batch_size)
+                feats[split] = torch.cat([out[n][0] for n in layers], dim=1).float()
+                targets[split] = t
+            if len(targets["train"]) == 0 or len(targets["test"]) == 0:
+                acc = np.nan  # no correctly classified image of the class in a split
+            else:
+                acc = train_student(feats["train"], targets["train"], feats["test"], targets["test"], hidden=hidden,
+                                    epochs=epochs, lr=lr, seed=seed + k)
+            rows.append({"model": name, "class": k, "method": method, "accuracy": acc,
+                         "n_train": len(targets["train"]), "n_test": len(targets["test"]),
+                         "n_features": int(feats["train"].shape[1])})
+    return pd.DataFrame(rows)
+
+
+def impressions_by_layer(model: nn.Module, cis: Mapping[str, torch.Tensor], classes: Sequence[int],
+                         layers: Sequence[str], *, emerge: float = 0.5, steps: int = 256, lr: float = 0.05,
+                         tv_weight: float = 1.0, seed: int = 0, name: str = "model",
+                         image_shape: tuple[int, int, int] | None = None):
+    """Class impressions (Sec. 4.4) at every layer of ``layers``, and the layer where class concepts emerge
+    (Table 3).
+
+    The paper picks "the first layer where class concepts emerge through visual investigation". We make that
+    measurable: a class concept has emerged at a layer when the model itself classifies the impression of
+    the class as the class; the chosen layer is the first (in ``layers`` order) where at least ``emerge`` of
+    the classes' impressions are so classified.
+
+    Parameters
+    ----------
+    cis : dict layer -> Tensor ``[K, C_l]``
+        Channel importance (Eq. 8) of ``classes`` (row ``j`` for ``classes[j]``).
+    layers : sequence of str
+        From the input towards the output.
+    image_shape : (C, H, W), optional
+        The impressions' shape; default the model's ``input_shape``.
+
+    Returns
+    -------
+    (dict layer -> ClassImpressions, DataFrame, dict)
+        The impressions; one row per layer (``model``, ``layer``, ``shape`` of the layer's output ``H x W x
+        C``, ``recognised`` = share of impressions classified as their class, ``n_classes``, ``gain`` = mean
+        ratio of final to initial meta-detector activation); and Table 3's row (``model``, ``layer``,
+        ``shape``; the layer is None when no layer reaches ``emerge``).
+    """
+    from xailib.afi.impressions import class_impressions
+    from xailib.layers import capture
+
+    classes = torch.as_tensor(list(classes), dtype=torch.long)
+    out, rows = {}, []
+    for layer in layers:
+        imp = class_impressions(model, cis, layer, image_shape=image_shape, steps=steps, lr=lr,
+                                tv_weight=tv_weight, seed=seed, progress=False)
+        out[layer] = imp
+        with torch.no_grad(), capture(model, layer) as rec:
+            model(imp.images[:1].to(next(model.parameters()).device))
+        shape = tuple(rec[layer].shape[1:])
+        shape_text = " x ".join(str(v) for v in (shape[1:] + shape[:1] if len(shape) == 3 else (1, 1) + shape))
+        pred = predict(model, imp.images)
+        rows.append({"model": name, "layer": layer, "shape": shape_text,
+                     "recognised": float((pred == classes).double().mean()), "n_classes": len(classes),
+                     "gain": float((imp.final / imp.initial.clamp(min=1e-12)).mean())})
+    table = pd.DataFrame(rows)
+    emerged = table[table["recognised"] >= emerge]
+    chosen = {"model": name, "layer": emerged["layer"].iloc[0] if len(emerged) else None,
+              "shape": emerged["shape"].iloc[0] if len(emerged) else None}
+    return out, table, chosen
