@@ -34,7 +34,7 @@ from typing import Any, Mapping
 from xailib.utils import repo_root, resolve_device
 
 __all__ = ["Run", "PROFILES", "git_info", "package_versions", "markdown_table", "VERDICTS", "PAPER_TABLE_COLUMNS",
-           "paper_row", "paper_table"]
+           "paper_row", "paper_table", "NUMBER_TOLERANCE", "number_verdict", "format_number"]
 
 PROFILES = ("smoke", "default", "paper")
 """Valid values of the ``profile`` notebook parameter: a few seconds, a few minutes, the paper's sizes."""
@@ -464,3 +464,27 @@ def _short_number(value) -> str:
     if not math.isfinite(v):
         return "n/a" if math.isnan(v) else str(v)
     return f"{v:.3f}".rstrip("0").rstrip(".") if abs(v) >= 5e-4 or v == 0 else f"{v:.3g}"
+
+
+#: Default tolerances of :func:`number_verdict`: within the first, a paper's number is reproduced; within the
+#: second, partly.
+NUMBER_TOLERANCE = (0.05, 0.15)
+
+
+def number_verdict(ours: float, paper: float, tolerance: tuple[float, float] = NUMBER_TOLERANCE) -> str:
+    """The verdict on one reported number: ``"reproduced"`` when ``|ours - paper| <= tolerance[0]``,
+    ``"partly"`` when ``<= tolerance[1]``, else ``"not reproduced"``; ``"not comparable"`` when ours is not a
+    finite number (not measured)."""
+    try:
+        ours = float(ours)
+    except (TypeError, ValueError):
+        return "not comparable"
+    if not math.isfinite(ours):
+        return "not comparable"
+    d = abs(ours - float(paper))
+    return "reproduced" if d <= tolerance[0] else "partly" if d <= tolerance[1] else "not reproduced"
+
+
+def format_number(x, spec: str = ".3f") -> str:
+    """``format(x, spec)``, or ``"n/a"`` for None and NaN (for the notes of paper-vs-ours rows)."""
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)

@@ -20,13 +20,12 @@ its note, judge against the paper's own definition of the quantity:
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd
 
 from xailib.metrics import bootstrap_ci
-from xailib.results import paper_row, paper_table
+from xailib.results import format_number, number_verdict, paper_row, paper_table
 
 __all__ = [
     "STAND_INS",
@@ -79,16 +78,12 @@ PAPER_TABLE3 = {
 NUMBER_TOLERANCE = (0.05, 0.15)
 
 
-def _fmt(x, spec=".3f") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+_fmt = format_number
 
 
 def _number_verdict(ours: float, paper: float) -> str:
     """reproduced within 0.05 of the paper's number, partly within 0.15, else not reproduced."""
-    if not np.isfinite(ours):
-        return "not comparable"
-    d = abs(ours - paper)
-    return "reproduced" if d <= NUMBER_TOLERANCE[0] else "partly" if d <= NUMBER_TOLERANCE[1] else "not reproduced"
+    return number_verdict(ours, paper, NUMBER_TOLERANCE)
 
 
 def paper_model(model_name: str) -> str | None:

@@ -24,7 +24,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from xailib.results import paper_row, paper_table
+from xailib.results import format_number, number_verdict, paper_row, paper_table
 
 __all__ = [
     "PAPER_TABLE1",
@@ -63,16 +63,12 @@ NUMBER_TOLERANCE = (0.05, 0.15)
 ORDER_TOLERANCE = 0.02
 
 
-def _fmt(x, spec=".3f") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+_fmt = format_number
 
 
 def _number_verdict(ours: float, paper: float) -> str:
     """reproduced within 0.05 of the paper's number, partly within 0.15, else not reproduced."""
-    if not np.isfinite(ours):
-        return "not comparable"
-    d = abs(ours - paper)
-    return "reproduced" if d <= NUMBER_TOLERANCE[0] else "partly" if d <= NUMBER_TOLERANCE[1] else "not reproduced"
+    return number_verdict(ours, paper, NUMBER_TOLERANCE)
 
 
 def _paper_dataset(model_name: str) -> str:
