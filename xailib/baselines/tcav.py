@@ -141,9 +141,17 @@ class SeededClassifier(_captum_classifier_base()):
         x, y = torch.cat(xs).float(), torch.cat(ys)  # float32, as captum's linear model (a double model's AVs)
         gen = torch.Generator().manual_seed(mix_seed(self.seed, self._calls))  # one split per layer of a set
         self._calls += 1
-        perm = torch.randperm(len(y), generator=gen).to(y.device)
-        n_test = int(ratio * len(y))
-        test, train = perm[:n_test], perm[n_test:]
+        # stratified: each concept keeps int((1 - ratio) * n_c) >= 1 examples for training, so that a tiny set
+        # never leaves the classifier a single class to fit
+        tests, trains = [], []
+        for c in torch.unique(y).tolist():
+            idx = torch.nonzero(y == c)[:, 0]
+            idx = idx[torch.randperm(len(idx), generator=gen).to(idx.device)]
+            n_c = int(ratio * len(idx))
+            tests.append(idx[:n_c])
+            trains.append(idx[n_c:])
+        test, train = torch.cat(tests), torch.cat(trains)
+        n_test = len(test)
         self.lm.device = x.device
         self.lm.fit(DataLoader(TensorDataset(x[train], y[train])))
         if n_test == 0:
