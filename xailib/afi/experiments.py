@@ -24,11 +24,12 @@ import torch
 from torch import nn
 
 from xailib.afi.attribution import channel_importance, feature_importance, gradient_feature_importance, meta_detector
-from xailib.afi.occluder import OccluderResult, evaluate_occluders, unmatched_accuracy
+from xailib.afi.occluder import (OccluderResult, evaluate_occluders, finetune_occluders, learn_occluders,
+                                 unmatched_accuracy)
 from xailib.batching import predict
 from xailib.checks import check_images, check_model, check_positive_float, check_positive_int, check_seed
 
-__all__ = ["impressions_by_layer", "class_channel_importance", "per_class", "attack_splits", "attack_table", "unmatched_table", "student_mlp", "train_student", "distillation_test"]
+__all__ = ["dominant_texture", "afi_channel_importance", "user_concept_scores", "context_reliance", "impressions_by_layer", "class_channel_importance", "per_class", "attack_splits", "attack_table", "unmatched_table", "student_mlp", "train_student", "distillation_test"]
 
 
 def _as_labels(labels, n: int, what: str) -> torch.Tensor:
@@ -326,3 +327,96 @@ def impressions_by_layer(model: nn.Module, cis: Mapping[str, torch.Tensor], clas
     chosen = {"model": name, "layer": emerged["layer"].iloc[0] if len(emerged) else None,
               "shape": emerged["shape"].iloc[0] if len(emerged) else None}
     return out, table, chosen
+
+
+def afi_channel_importance(model: nn.Module, images: torch.Tensor, labels, layers: Sequence[str], *,
+                           lam: float = 0.05, lr: float = 0.01, max_iter: int = 300, transform: bool = True,
+                           min_success: float = 0.9, seed: int = 0) -> tuple[OccluderResult, dict[str, torch.Tensor]]:
+    """AfI's first stage end to end: the global feature occluders of every class in ``labels`` (Eqs. 4-5, with
+    Sec. 4.1's fine-tuning of classes below ``min_success``), then the channel importance (Eqs. 6-8) at ``layers``.
+
+    Returns
+    -------
+    (OccluderResult, dict layer -> Tensor ``[K, C_l]``)
+    """
+    res = learn_occluders(model, images, labels, lam=lam, lr=lr, max_iter=max_iter, transform=transform, seed=seed,
+                          progress=False)
+    res = finetune_occluders(model, images, labels, res, min_success=min_success, progress=False)
+    return res, class_channel_importance(model, images, labels, layers, res)
+
+
+def user_concept_scores(model: nn.Module, world, cis: Mapping[str, torch.Tensor], classes: Sequence[int],
+                        groups: Mapping[str, Sequence[str]], *, layers: Sequence[str], n_probe: int = 60,
+                        n_per_draw: int = 30, n_draws: int = 20, n_perm: int = 500, correction: str | None = "holm",
+                        seed: int = 0, name: str = "model") -> pd.DataFrame:
+    """Fig. 4: AfI's importance of user-defined concepts, group by group (e.g. textures, colours, contexts).
+
+    For each group the concepts' ConceptWorld probe sets (``n_probe`` images each: a texture or colour fills the
+    image, a context is the background alone) are scored against one random benchmark set of scenes with
+    :func:`xailib.afi.concepts.concept_importance`: MMD of each class's meta-detector outputs, summed over
+    ``layers``, normalised over the group's concepts; ``n_draws`` draws of ``n_per_draw`` probe and random
+    images give the error bars (the paper: 100 runs, standard deviation), the permutation test the p-values
+    (``correction``: Holm's, within each group and class, by default).
+
+    Returns
+    -------
+    DataFrame
+        :func:`~xailib.afi.concepts.concept_importance`'s columns with ``group``, ``model`` and ``class_name``.
+    """
+    from xailib.afi.concepts import concept_importance
+    from xailib.data.concepts import ConceptSet
+
+    tables = []
+    random_set = ConceptSet.random_conceptworld(world, n_probe, seed=seed)
+    for g, concepts in groups.items():
+        sets = [ConceptSet.from_conceptworld(world, c, n_probe, seed=seed) for c in concepts]
+        t = concept_importance(model, sets, random_set, cis, list(layers), classes=list(classes), n_per_draw=n_per_draw,
+                               n_draws=n_draws, n_perm=n_perm, correction=correction, seed=seed)
+        tables.append(t.assign(group=g))
+    out = pd.concat(tables, ignore_index=True)
+    names = getattr(model, "class_names", None)
+    out["class_name"] = [names[int(k)] if names else str(k) for k in out["class"]]
+    return out.assign(model=name)
+
+
+def context_reliance(model: nn.Module, world, context: str, target: int, *, n: int = 400, seed: int = 0,
+                     batch_size: int = 256) -> dict:
+    """How much a model relies on a context for a class, measured on unbiased test scenes by re-rendering.
+
+    The test scenes of the other classes are re-rendered with their background swapped to ``context``; the
+    share now predicted as ``target`` is compared with the share before the swap. And the target class's own
+    scenes are re-rendered on each other background; their accuracy is compared with the accuracy on
+    ``context``. A model trained with ``context`` planted on ``target`` shows both effects; one that ignores the
+    context shows neither (the validity check of the planted-bias experiment).
+
+    Returns
+    -------
+    dict
+        ``to_target_before``, ``to_target_after`` (shares of other-class scenes predicted as ``target``),
+        ``accuracy_on_context``, ``accuracy_elsewhere`` (the target class's scenes), ``n_other``, ``n_target``.
+    """
+    rec = world.sample(n, split="test", seed=seed)
+    other = rec[torch.nonzero(rec.label != target)[:, 0]]
+    before = predict(model, world.render(other).images, batch_size)
+    after = predict(model, world.render(world.swap(other, context=context)).images, batch_size)
+    own = world.sample(n, split="test", seed=seed + 1)
+    own = own[torch.nonzero(own.label == target)[:, 0]] if bool((own.label == target).any()) else own
+    own_rec = world.swap(own, context=context)
+    acc_on = float((predict(model, world.render(own_rec).images, batch_size) == target).double().mean())
+    accs = [float((predict(model, world.render(world.swap(own, context=c)).images, batch_size) == target).double().mean())
+            for c in world.context_names if c != context]
+    return {"to_target_before": float((before == target).double().mean()),
+            "to_target_after": float((after == target).double().mean()),
+            "accuracy_on_context": acc_on, "accuracy_elsewhere": float(np.mean(accs)),
+            "n_other": len(other), "n_target": len(own)}
+
+
+def dominant_texture(world, k: int, n: int = 400, seed: int = 0) -> str | None:
+    """The texture (other than plain) most often drawn on class ``k``'s parts in ``n`` sampled scenes, or None
+    if the class's parts are plain (e.g. the tiger's stripes, the fish's checks)."""
+    rec = world.sample(n, seed=seed)
+    mask = (rec.label == k)[:, None] & rec.present
+    tex = rec.texture[mask]
+    counts = torch.bincount(tex, minlength=len(world.texture_names))
+    counts[world.texture_names.index("plain")] = 0
+    return world.texture_names[int(counts.argmax())] if int(counts.max()) > 0 else None

@@ -15,7 +15,8 @@ its note, judge against the paper's own definition of the quantity:
 * :data:`PAPER_TABLE_S1`, :data:`PAPER_TABLE_S2`, :data:`PAPER_TABLE2`, :data:`PAPER_FIG2`,
   :data:`PAPER_TABLE3` -- what the paper reports.
 * :func:`attacking_comparison` (Tables 1, S1, S2), :func:`distillation_comparison` (Table 2),
-  :func:`impressions_comparison` (Table 3, Fig. 3).
+  :func:`impressions_comparison` (Table 3, Fig. 3), :func:`concept_attribution_comparison` (Fig. 2 and the
+  ground-truth check), :func:`user_concepts_comparison` (Fig. 4 and the planted bias).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ __all__ = [
     "attacking_comparison",
     "distillation_comparison",
     "impressions_comparison",
+    "concept_attribution_comparison",
+    "user_concepts_comparison",
 ]
 
 #: The paper's three ImageNet models, by the zoo family that stands in for each.
@@ -255,4 +258,195 @@ def impressions_comparison(table3: pd.DataFrame, by_layer: pd.DataFrame, emerge:
                           "for the tarantula; ResNet-50 captures colour best)", "qualitative, ImageNet classes",
                           "see the figure", "not comparable",
                           "a visual judgement about ImageNet classes; our classes are ConceptWorld's and Fashion-MNIST's"))
+    return paper_table(rows)
+
+
+def _relative_at(curves: pd.DataFrame, method: str, mode: str, k: int) -> tuple[float, int]:
+    """Mean over classes of accuracy / original accuracy after ``k`` concepts (a class with fewer keeps its last)."""
+    vals = []
+    for _, c in curves[(curves["method"] == method) & (curves["mode"] == mode)].groupby("class"):
+        c = c.sort_values("k")
+        rel = (c["accuracy"] / c["original_accuracy"].replace(0, np.nan)).to_numpy()
+        vals.append(rel[min(k, len(rel) - 1)])
+    return (float(np.nanmean(vals)) if vals else np.nan), len(vals)
+
+
+def _steeper_rows(curves: pd.DataFrame, label: str, max_k: int) -> list[dict]:
+    from xailib.afi.evaluation import curve_areas
+
+    areas = curve_areas(curves, max_k=max_k).pivot_table(index=["mode", "class"], columns="method", values="area")
+    rows = []
+    for other in ("TCAV", "random"):
+        for mode, sign, what in (("ssc", 1, "SSC rises faster"), ("sdc", -1, "SDC falls faster")):
+            if mode not in areas.index.get_level_values(0) or other not in areas or "AfI" not in areas:
+                continue
+            t = areas.loc[mode]
+            d = _paired_ci(sign * t["AfI"].to_numpy(), sign * t[other].to_numpy())
+            rows.append(paper_row("Fig. 2", f"AfI's {what} than {other}'s ({label})",
+                                  "yes (AfI steeper than TCAV)" if other == "TCAV" else "yes (random for comparison)",
+                                  f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]",
+                                  "reproduced" if d.low > 0 else "not reproduced",
+                                  f"paired per-class difference of the mean relative accuracy over k = 1..{max_k} "
+                                  f"(sign: positive favours AfI), 95% bootstrap CI over {d.n} classes; rule: "
+                                  "reproduced only if the interval lies above zero"))
+    return rows
+
+
+def concept_attribution_comparison(part_curves: dict[str, pd.DataFrame], superpixel_curves: pd.DataFrame | None,
+                                   agreement: pd.DataFrame | None, superpixel_model: str = "",
+                                   area: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Fig. 2 and the ground-truth check beside the paper.
+
+    Parameters
+    ----------
+    part_curves : dict model -> DataFrame
+        :func:`xailib.afi.evaluation.part_curves` on ConceptWorld (concepts: a class's parts).
+    superpixel_curves : DataFrame or None
+        :func:`xailib.afi.evaluation.superpixel_curves` (ACE's concepts), the setting of the paper's thresholds.
+    agreement : DataFrame or None
+        :func:`xailib.afi.evaluation.ground_truth_agreement` with a ``model`` column.
+    area : DataFrame or None
+        :func:`xailib.afi.evaluation.score_area_correlation` with a ``model`` column: a diagnostic of the probes.
+
+    Rules: the paper's top-5 thresholds (SSC recovers >= 0.74 of the original accuracy, SDC removes >= 0.45) are
+    read on ACE-style concepts (about 25 per class, as in the paper), reproduced when met, partly when within
+    0.15; on ConceptWorld a class has 4-8 parts, so its top 5 is most of the object and the thresholds are
+    "not comparable" there. "Steeper than TCAV" is a paired comparison over classes (see the rows). The
+    ground-truth correlations have no paper number ("not comparable"); AfI against TCAV on them is judged by
+    the paired interval.
+    """
+    top = PAPER_FIG2["top_k"]
+    rows = []
+    sets = [(f"ConceptWorld parts; {m}", c, False) for m, c in part_curves.items()]
+    if superpixel_curves is not None and len(superpixel_curves):
+        sets.append((f"Fashion-MNIST superpixel concepts; {superpixel_model}", superpixel_curves, True))
+    for label, curves, comparable in sets:
+        n_concepts = curves.groupby("class")["n_concepts"].first()
+        spread = f"{int(n_concepts.min())}-{int(n_concepts.max())} concepts per class"
+        for mode, key, claim in (("ssc", "ssc_top5_recovered", "recovered"), ("sdc", "sdc_top5_degraded", "lost")):
+            rel, n = _relative_at(curves, "AfI", mode, top)
+            ours = rel if mode == "ssc" else 1 - rel
+            target = PAPER_FIG2[key]
+            if comparable:
+                verdict = "reproduced" if ours >= target else "partly" if ours >= target - 0.15 else "not reproduced"
+            else:
+                verdict = "not comparable"
+            rows.append(paper_row("Fig. 2", f"share of the original accuracy {claim} with AfI's top-{top} "
+                                  f"{mode.upper()}s ({label})", f">= {target:.2f}", ours, verdict,
+                                  f"mean over {n} classes; {spread}; rule: " +
+                                  ("reproduced if at least the paper's share, partly within 0.15" if comparable else
+                                   "the top 5 of a class's 4-8 parts is most of the object, not the paper's top 5 "
+                                   "of about 25 concepts")))
+        rows += _steeper_rows(curves, label, top)
+    if agreement is not None and len(agreement):
+        means = agreement[agreement["class"] == "mean"]
+        for _, r in means.iterrows():
+            rows.append(paper_row("ground truth", f"Spearman of {r['method']}'s part scores with the intervention "
+                                  f"drop, mean over classes ({r['model']})", "n/a (no ground truth in the paper)",
+                                  float(r["spearman"]), "not comparable",
+                                  f"95% bootstrap CI [{r['ci_low']:.3f}, {r['ci_high']:.3f}] over {int(r['n_classes'])} "
+                                  "classes; the drop in the class logit when the part is re-rendered away"))
+        per = agreement[agreement["class"] != "mean"]
+        for model, t in per.groupby("model", sort=False):
+            wide = t.pivot_table(index="class", columns="method", values="spearman").dropna()
+            if {"AfI", "TCAV"} <= set(wide.columns) and len(wide) >= 2:
+                d = _paired_ci(wide["AfI"].to_numpy(), wide["TCAV"].to_numpy())
+                rows.append(paper_row("ground truth", f"AfI agrees with the ground truth better than TCAV ({model})",
+                                      "implied (AfI's scores 'more accurate' than TCAV's)",
+                                      f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]",
+                                      "reproduced" if d.low > 0 else "not reproduced",
+                                      f"paired per-class difference of Spearman correlations, 95% bootstrap CI over "
+                                      f"{d.n} classes; rule: reproduced only if the interval lies above zero"))
+    if area is not None and len(area):
+        for _, r in area[area["class"] == "mean"].iterrows():
+            rows.append(paper_row("diagnostic", f"Spearman of {r['method']}'s part scores with the probes' area, mean over "
+                                  f"classes ({r['model']})", "n/a", float(r["spearman"]), "not comparable",
+                                  f"95% bootstrap CI [{r['ci_low']:.3f}, {r['ci_high']:.3f}] over {int(r['n_classes'])} "
+                                  "classes; near 0 means the score does not just follow how much of the probe is blank"))
+    return paper_table(rows)
+
+
+#: Validity of the planted-bias test: the biased model must move at least this share of other classes' scenes
+#: to the target class when they are re-rendered on the planted context (and the control less than half as many).
+BIAS_VALIDITY = 0.2
+
+
+def user_concepts_comparison(scores: pd.DataFrame | None, bias_table: pd.DataFrame | None,
+                             bias_scores: pd.DataFrame | None, own_textures: dict[str, str | None],
+                             bias_context: str) -> pd.DataFrame:
+    """Fig. 4 and the planted bias beside the paper.
+
+    Parameters
+    ----------
+    scores : DataFrame or None
+        :func:`xailib.afi.experiments.user_concept_scores` (``group``, ``class_name``, ``concept``, ``score``,
+        ``ci_low``, ``ci_high``, ``significant``).
+    bias_table : DataFrame or None
+        One row per model ``"biased"``/``"control"`` with :func:`xailib.afi.experiments.context_reliance`'s keys.
+    bias_scores : DataFrame or None
+        Context scores of the bias class on both models (``model`` column ``"biased"``/``"control"``).
+    own_textures : dict class name -> texture or None
+        Each explained class's own texture (:func:`xailib.afi.experiments.dominant_texture`).
+
+    Rules: "rational grounds" (the zebra's stripes): a class's own texture ranks first among the textures and
+    is significant -- reproduced; first but not significant -- partly; else not reproduced. "Reveals biases":
+    only where the biased model uses the planted context (it moves at least :data:`BIAS_VALIDITY` of the other
+    classes' scenes to the class when re-rendered on the context, the control less than half as many; else
+    "not comparable", the test is not valid); then reproduced when the context ranks first among the contexts
+    for the class, is significant, and its score's CI lies above the control's; partly when it only ranks first.
+    """
+    rows = []
+    if scores is not None and len(scores):
+        tex = scores[scores["group"] == "texture"]
+        for cname, t in tex.groupby("class_name", sort=False):
+            own = own_textures.get(cname)
+            if own is None:
+                continue
+            t = t.sort_values("score", ascending=False)
+            first = t.iloc[0]
+            r = t[t["concept"] == own].iloc[0]
+            rank = int((t["score"] > r["score"]).sum()) + 1
+            verdict = ("reproduced" if rank == 1 and bool(r["significant"]) else "partly" if rank == 1
+                       else "not reproduced")
+            rows.append(paper_row("Fig. 4", f"the class's own texture ({own}) ranks first among the textures ({cname})",
+                                  "yes (banded texture for the zebra)",
+                                  f"rank {rank} of {len(t)}; score {r['score']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+                                  verdict, f"top: {first['concept']} {first['score']:.3f}; p (Holm) = "
+                                  f"{r.get('p_adjusted', r['p_value']):.3g}; {int(r['n_draws'])} draws of "
+                                  f"{int(r['n_per_draw'])} images; rule: first and significant reproduces it, first "
+                                  "alone partly"))
+        for (g, cname), t in scores.groupby(["group", "class_name"], sort=False):
+            ns = int((~t["significant"].astype(bool)).sum())
+            rows.append(paper_row("Fig. 4", f"{g} concepts not significant at 0.05 after Holm ({cname})",
+                                  "n/a (the paper gives no test)", f"{ns} of {len(t)}", "not comparable",
+                                  "permutation test of the MMD against the random benchmark set"))
+    if bias_table is not None and bias_scores is not None and len(bias_table):
+        b = bias_table.set_index("model")
+        moved = {m: b.loc[m, "to_target_after"] - b.loc[m, "to_target_before"] for m in b.index}
+        valid = moved.get("biased", 0) >= BIAS_VALIDITY and moved.get("control", 1) < moved.get("biased", 0) / 2
+        ctx = bias_scores.set_index(["model", "concept"])
+        biased = bias_scores[bias_scores["model"] == "biased"].sort_values("score", ascending=False)
+        top = biased.iloc[0]["concept"] if len(biased) else None
+        rb, rc = ctx.loc[("biased", bias_context)], ctx.loc[("control", bias_context)]
+        above = rb["ci_low"] > rc["ci_high"]
+        if not valid:
+            verdict = "not comparable"
+        elif top == bias_context and bool(rb["significant"]) and above:
+            verdict = "reproduced"
+        elif top == bias_context:
+            verdict = "partly"
+        else:
+            verdict = "not reproduced"
+        rows.append(paper_row("Fig. 4", f"AfI reveals a bias: the planted context ({bias_context}) for its class",
+                              "yes (stereotypes: women with the apron, Asians with the ping-pong ball)",
+                              f"top context {top}; {bias_context} {rb['score']:.3f} [{rb['ci_low']:.3f}, "
+                              f"{rb['ci_high']:.3f}] vs control {rc['score']:.3f} [{rc['ci_low']:.3f}, {rc['ci_high']:.3f}]",
+                              verdict, f"validity: re-rendered on {bias_context}, the biased model moves "
+                              f"{moved.get('biased', float('nan')):.3f} of other classes' scenes to the class, the control "
+                              f"{moved.get('control', float('nan')):.3f} (rule: >= {BIAS_VALIDITY} and the control under half); "
+                              f"biased model's accuracy on the class: {b.loc['biased', 'accuracy_on_context']:.3f} on "
+                              f"{bias_context}, {b.loc['biased', 'accuracy_elsewhere']:.3f} elsewhere"))
+    if not rows:
+        rows.append(paper_row("Fig. 4", "user-defined concept importance", "bars for three ImageNet classes",
+                              "not run", "not comparable", "nothing was measured in this run (real-scale path)"))
     return paper_table(rows)

@@ -15,7 +15,7 @@ import torch
 from xailib.afi.occluder import OccluderResult
 from xailib.plotting import to_numpy_image
 
-__all__ = ["plot_occluders", "plot_student_accuracy", "plot_class_impressions"]
+__all__ = ["plot_occluders", "plot_student_accuracy", "plot_class_impressions", "plot_concept_curves", "plot_user_concepts"]
 
 
 def _name(class_names: Sequence[str] | None, k: int) -> str:
@@ -114,5 +114,66 @@ def plot_class_impressions(impressions: dict[str, torch.Tensor], class_names: Se
             if r == 0:
                 ax.set_title(class_names[k], fontsize=7)
         axes[r, 0].text(-0.1, 0.5, label, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_concept_curves(summary: pd.DataFrame, title: str = ""):
+    """Fig. 2: relative accuracy (accuracy / the original accuracy) against the number of concepts added to a blank
+    image (SSC, left) or removed from the images (SDC, right), one line per method with its 95% band over classes.
+
+    Parameters
+    ----------
+    summary : DataFrame
+        :func:`xailib.afi.evaluation.curve_summary` (``method``, ``mode``, ``k``, ``relative_accuracy``,
+        ``ci_low``, ``ci_high``).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.0), sharey=True)
+    styles = {"AfI": ("tab:red", "-"), "TCAV": ("tab:blue", "--"), "random": ("grey", ":")}
+    for ax, mode, label in ((axes[0], "ssc", "concepts added (SSC)"), (axes[1], "sdc", "concepts removed (SDC)")):
+        for method, t in summary[summary["mode"] == mode].groupby("method", sort=False):
+            colour, ls = styles.get(method, ("black", "-"))
+            t = t.sort_values("k")
+            ax.plot(t["k"], t["relative_accuracy"], ls, color=colour, marker="o", ms=3, label=method)
+            ax.fill_between(t["k"], t["ci_low"], t["ci_high"], color=colour, alpha=0.12, lw=0)
+        ax.set_xlabel(label)
+        ax.set_ylim(-0.03, 1.15)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy / original accuracy")
+    axes[1].legend(fontsize=7, loc="upper right", framealpha=0.9)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_user_concepts(scores: pd.DataFrame):
+    """Fig. 4: one panel per concept group, bars per class and concept with the spread over draws (standard
+    deviation, as the paper's error bars); concepts that are not significant are drawn hollow.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        :func:`xailib.afi.experiments.user_concept_scores`.
+    """
+    groups = list(dict.fromkeys(scores["group"]))
+    classes = list(dict.fromkeys(scores["class_name"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.4 * len(groups), 3.0), squeeze=False)
+    colours = plt.get_cmap("tab10").colors
+    width = 0.8 / len(classes)
+    for ax, g in zip(axes[0], groups):
+        t = scores[scores["group"] == g]
+        concepts = list(dict.fromkeys(t["concept"]))
+        for i, c in enumerate(classes):
+            u = t[t["class_name"] == c].set_index("concept").reindex(concepts)
+            pos = np.arange(len(concepts)) + (i - (len(classes) - 1) / 2) * width
+            sig = u["significant"].fillna(False).astype(bool).to_numpy()
+            ax.bar(pos[sig], u["score"].to_numpy()[sig], width * 0.9, color=colours[i], label=c)
+            ax.bar(pos[~sig], u["score"].to_numpy()[~sig], width * 0.9, facecolor="none", edgecolor=colours[i])
+            ax.errorbar(pos, u["score"], yerr=u["score_std"].fillna(0), fmt="none", ecolor="black", lw=0.6, capsize=1.5)
+        ax.set_xticks(range(len(concepts)), concepts, rotation=40, fontsize=7)
+        ax.set_title(g, fontsize=9)
+    axes[0, 0].set_ylabel("AfI concept importance")
+    axes[0, -1].legend(fontsize=7, framealpha=0.9)
     fig.tight_layout()
     return fig
