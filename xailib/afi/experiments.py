@@ -262,9 +262,10 @@ def distillation_test(model: nn.Module, cis: Mapping[str, Mapping[str, torch.Ten
             for split, (images, y, ok) in prepared.items():
                 gen = torch.Generator().manual_seed(seed * 1000 + k * 2 + (split == "test"))
                 idx, t = _balanced(y, ok, k, gen)
-                out = meta_detector(model, images[idx], cis_k, layers, flatten=True, batch_size=batch_size)
-                feats[split] = torch.cat([out[n][0] for n in layers], dim=1).float()
                 targets[split] = t
+                if len(idx):  # no task where the class (or the rest) has no correctly classified image
+                    out = meta_detector(model, images[idx], cis_k, layers, flatten=True, batch_size=batch_size)
+                    feats[split] = torch.cat([out[n][0] for n in layers], dim=1).float()
             if len(targets["train"]) == 0 or len(targets["test"]) == 0:
                 acc = np.nan  # no correctly classified image of the class in a split
             else:
@@ -272,7 +273,7 @@ def distillation_test(model: nn.Module, cis: Mapping[str, Mapping[str, torch.Ten
                                     epochs=epochs, lr=lr, seed=seed + k)
             rows.append({"model": name, "class": k, "method": method, "accuracy": acc,
                          "n_train": len(targets["train"]), "n_test": len(targets["test"]),
-                         "n_features": int(feats["train"].shape[1])})
+                         "n_features": int(next(iter(feats.values())).shape[1]) if feats else 0})
     return pd.DataFrame(rows)
 
 

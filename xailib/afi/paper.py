@@ -158,7 +158,8 @@ def attacking_comparison(attack: pd.DataFrame, unmatched: pd.DataFrame | None = 
             m = float(matched.get((name, split), np.nan))
             rows.append(paper_row("Table S2", f"occluders are class-specific, {split} images ({name})",
                                   "unmatched >= 2 x matched", f"{un:.3f} vs matched {_fmt(m)}",
-                                  "reproduced" if np.isfinite(m) and un >= 2 * m else "not reproduced",
+                                  "not comparable" if not (np.isfinite(m) and np.isfinite(un)) else
+                                  "reproduced" if un >= 2 * m else "not reproduced",
                                   f"rule: accuracy under unmatched occluders at least twice that under matched ones; {n}"))
     return paper_table(rows)
 
@@ -187,7 +188,7 @@ def distillation_comparison(students: pd.DataFrame) -> pd.DataFrame:
     labels = {"gradient": "gradient-based (TCAV-style)", "afi_no_t": "AfI without t", "afi": "AfI"}
     for name, t in students.groupby("model", sort=False):
         paper = PAPER_TABLE2.get(paper_model(name) or "")
-        wide = t.pivot_table(index="class", columns="method", values="accuracy")
+        wide = t.pivot_table(index="class", columns="method", values="accuracy", dropna=False)
         k = len(wide)
         n_test = int(t["n_test"].min())
         for j, m in enumerate(methods):
@@ -211,7 +212,7 @@ def distillation_comparison(students: pd.DataFrame) -> pd.DataFrame:
             rows.append(paper_row("Table 2", f"AfI beats {labels[other]} ({name})",
                                   f"yes, by {paper_d:.3f}" if paper_d is not None else "yes",
                                   f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]",
-                                  "reproduced" if d.low > 0 else "not reproduced",
+                                  "not comparable" if d.n == 0 else "reproduced" if d.low > 0 else "not reproduced",
                                   f"paired difference over {k} classes with its 95% bootstrap CI; rule: reproduced "
                                   "only if the interval lies above zero"))
     return paper_table(rows)

@@ -1,0 +1,146 @@
+"""The real-scale path of the AfI notebooks (afi/01_attacking, afi/02_feature_attribution, afi/04_class_impressions)
+on a stand-in: an ImageNet-layout folder of random JPEGs made here and torchvision's resnet18 with random weights at
+64 x 64, through the same runner and notebooks as the default path (smoke profile), as tests/test_real_scale.py
+does for notebook 00 and the gAP notebooks.
+
+The folder's 3 classes are not resnet18's 1000 outputs, so the notebooks let the predictions stand in for the labels
+(:meth:`xailib.models.subjects.Subjects.reference_labels`); the tables are checked for what must hold whatever the
+random weights: the model column, the shapes of resnet18's stages at 64 x 64, accuracies where the predictions are the
+labels, and paper-vs-ours tables whose verdicts are the four allowed ones.
+"""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from xailib.reproduce import reproduce
+from xailib.results import PAPER_TABLE_COLUMNS, VERDICTS
+from xailib.utils import repo_root
+
+WNIDS = ["n01440764", "n01443537", "n01484850"]
+#: Images per class folder: AfI 02's smoke profile takes 4 + 4 per class (students' training and held-out halves),
+#: 01 and 04 take 3 + 3.
+PER_CLASS = 8
+REAL_SCALE = {"model": "resnet18", "weights": "", "image_size": 64}  # layer4 is 2 x 2 at 64 x 64
+#: resnet18's stages (its ``stage_names``) and their outputs at 64 x 64, H x W x C.
+RESNET18_STAGES = {"relu": "32 x 32 x 64", "layer1": "16 x 16 x 64", "layer2": "8 x 8 x 128",
+                   "layer3": "4 x 4 x 256", "layer4": "2 x 2 x 512"}
+
+
+@pytest.fixture(scope="module")
+def standin_folder(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("afi_standin") / "val"
+    for wnid in WNIDS:
+        (root / wnid).mkdir(parents=True)
+        for i in range(PER_CLASS):
+            pixels = rng.integers(0, 256, size=(90, 110, 3), dtype=np.uint8)  # not square: resize + crop apply
+            Image.fromarray(pixels).save(root / wnid / f"ILSVRC2012_val_{i:08d}.JPEG", quality=90)
+    return root
+
+
+def _run(notebook: str, folder, tmp_path):
+    """Run afi/<notebook> on the smoke profile on the real-scale path; the figures folder, and its printed text."""
+    out = tmp_path / "out"
+    reproduce(only=f"afi/{notebook}", profile="smoke", device="cpu", progress=False,
+              params={**REAL_SCALE, "data_root": str(folder)},
+              notebooks_dir=repo_root() / "notebooks", figures_dir=out / "figures", build_dir=out / "build")
+    cells = json.loads((out / "build" / "executed" / "afi" / f"{notebook}.ipynb").read_text())["cells"]
+    printed = "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", [])
+                      if o.get("name") == "stdout")
+    return out / "figures" / "afi", printed
+
+
+def _table(folder, stem: str) -> pd.DataFrame:
+    return pd.read_csv(folder / f"{stem}.csv")
+
+
+def _check_paper_table(folder, stem: str) -> pd.DataFrame:
+    """The closing paper-vs-ours table: its columns, at least one row, only the four verdicts, and a row whose value
+    of ours could not be measured here (n/a, NaN) is never judged against the paper: it is "not comparable"."""
+    table = _table(folder, stem)
+    assert tuple(table.columns) == PAPER_TABLE_COLUMNS and len(table) > 0
+    assert set(table["verdict"]) <= set(VERDICTS), set(table["verdict"]) - set(VERDICTS)
+    unmeasured = table["ours"].astype(str).str.lower().str.contains("nan")  # pandas reads "n/a" as NaN
+    judged = table[unmeasured & (table["verdict"] != "not comparable")]
+    assert judged.empty, judged[["quantity", "ours", "verdict"]].to_string()
+    return table
+
+
+def _check_parameters(folder, stem: str, standin_folder) -> None:
+    params = json.loads((folder / f"{stem}.json").read_text())["parameters"]
+    assert params["model"] == "resnet18" and params["weights"] == "" and params["image_size"] == 64
+    assert params["data_root"] == str(standin_folder)
+
+
+def _stand_in_line(printed: str, what: str) -> bool:
+    return f"{what}: the folder's 3 classes are not the model's 1000 outputs" in printed
+
+
+@pytest.mark.slow
+def test_attacking_notebook_runs_a_torchvision_model_on_a_standin_folder(standin_folder, tmp_path):
+    folder, printed = _run("01_attacking", standin_folder, tmp_path)
+    attack = _table(folder, "tableS1_attacking")
+    assert list(attack.columns) == ["model", "split", "clean_accuracy", "perturbed_accuracy", "n_images", "n_classes"]
+    assert attack["model"].tolist() == ["resnet18", "resnet18"] and attack["split"].tolist() == ["train", "test"]
+    assert (attack["n_images"] > 0).all() and attack["n_images"].sum() <= 2 * 3 * len(WNIDS)
+    assert attack["clean_accuracy"].tolist() == [1.0, 1.0]  # the predictions stand in for the labels
+    assert attack["perturbed_accuracy"].between(0, 1).all()
+    unmatched = _table(folder, "tableS2_unmatched")
+    assert unmatched["model"].tolist() == ["resnet18", "resnet18"] and "unmatched_accuracy" in unmatched
+    learning = _table(folder, "occluder_learning")
+    assert set(learning["model"]) == {"resnet18"} and learning["class"].between(0, 999).all()
+    assert learning["n_images"].sum() == attack["n_images"].iloc[0]  # every training image has its class's occluder
+    assert (folder / "figS1_occluders_resnet18.png").exists()
+    paper = _check_paper_table(folder, "paper_vs_ours_attacking")
+    assert {"Table 1 / S1", "Table S1", "Table S2"} <= set(paper["artifact"])
+    assert paper["quantity"].str.contains(r"\(resnet18", regex=True).all()
+    assert paper["quantity"].str.contains("resnet18 for ResNet-50").any()
+    _check_parameters(folder, "tableS1_attacking", standin_folder)
+    assert _stand_in_line(printed, "Table 1")
+
+
+@pytest.mark.slow
+def test_feature_attribution_notebook_runs_a_torchvision_model_on_a_standin_folder(standin_folder, tmp_path):
+    folder, printed = _run("02_feature_attribution", standin_folder, tmp_path)
+    students = _table(folder, "table2_students")
+    assert list(students.columns) == ["model", "class", "method", "accuracy", "n_train", "n_test", "n_features"]
+    assert set(students["model"]) == {"resnet18"} and set(students["method"]) == {"gradient", "afi_no_t", "afi"}
+    empty = (students["n_train"] == 0) | (students["n_test"] == 0)  # no balanced task: accuracy not defined
+    assert students.loc[empty, "accuracy"].isna().all() and students.loc[~empty, "accuracy"].between(0, 1).all()
+    summary = _table(folder, "table2_summary")
+    assert summary["model"].tolist() == ["resnet18"]
+    assert (folder / "table2_students.png").exists()
+    paper = _check_paper_table(folder, "paper_vs_ours_distillation")
+    assert set(paper["artifact"]) == {"Table 2"} and paper["quantity"].str.contains(r"\(resnet18", regex=True).all()
+    accuracy = paper["quantity"].str.startswith("student accuracy")  # one row per method, then the two orderings
+    assert accuracy.sum() == 3 and paper.loc[accuracy, "quantity"].str.contains("resnet18 for ResNet-50").all()
+    assert paper.loc[~accuracy, "quantity"].str.startswith("AfI beats").sum() == 2
+    _check_parameters(folder, "table2_students", standin_folder)
+    assert _stand_in_line(printed, "Table 2")
+
+
+@pytest.mark.slow
+def test_class_impressions_notebook_runs_a_torchvision_model_on_a_standin_folder(standin_folder, tmp_path):
+    folder, printed = _run("04_class_impressions", standin_folder, tmp_path)
+    by_layer = _table(folder, "fig3_impressions_by_layer")
+    assert list(by_layer.columns) == ["model", "layer", "shape", "recognised", "n_classes", "gain"]
+    assert set(by_layer["model"]) == {"resnet18"}
+    assert dict(zip(by_layer["layer"], by_layer["shape"])) == RESNET18_STAGES  # in order, input to output
+    assert by_layer["layer"].tolist() == list(RESNET18_STAGES)
+    assert by_layer["recognised"].between(0, 1).all() and (by_layer["n_classes"] >= 1).all()
+    table3 = _table(folder, "table3_chosen_layer")
+    assert table3["model"].tolist() == ["resnet18"]
+    chosen = table3["layer"].iloc[0]
+    assert (isinstance(chosen, float) and math.isnan(chosen)) or table3["shape"].iloc[0] == RESNET18_STAGES[chosen]
+    assert (folder / "fig3_class_impressions_imagenet-folder.png").exists()
+    paper = _check_paper_table(folder, "paper_vs_ours_impressions")
+    assert paper["artifact"].tolist() == ["Table 3", "Fig. 3", "Fig. 3"]
+    assert paper["verdict"].iloc[0] == "not comparable" and "resnet18" in paper["quantity"].iloc[0]
+    assert paper["paper"].iloc[0] == "ResBlock_4c 7 x 7 x 2048"  # resnet18 stands in for ResNet-50
+    _check_parameters(folder, "table3_chosen_layer", standin_folder)
+    assert _stand_in_line(printed, "Fig. 3")
