@@ -335,6 +335,29 @@ def test_transform_identity_rotation_fill_and_noise_bounds():
     assert a.min() >= 0 and a.max() <= 1
 
 
+def test_clamp_valid_passes_the_gradient_at_the_bounds():
+    from xailib.afi.occluder import clamp_valid
+    x = torch.tensor([-0.5, 0.0, 0.25, 1.0, 1.5, float("nan")], dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], dtype=torch.float64)
+    (g,) = torch.autograd.grad((clamp_valid(x, 0.0, 1.0).nan_to_num() * w).sum(), x)
+    assert g.tolist() == [0.0, 2.0, 3.0, 4.0, 0.0, 0.0]          # by hand: w on [0, 1] bounds included, else 0
+    # torch.clamp blocks the gradient at the bounds: a pixel at 0 or 1 could never be occluded from delta = 0
+    (g_torch,) = torch.autograd.grad((x.clamp(0.0, 1.0).nan_to_num() * w).sum(), x)
+    assert g_torch.tolist() == [0.0, 0.0, 3.0, 0.0, 0.0, 0.0]
+    out = clamp_valid(x.detach(), 0.0, 1.0)
+    assert torch.equal(out[:5], torch.tensor([0.0, 0.0, 0.25, 1.0, 1.0], dtype=torch.float64))
+    assert torch.equal(clamp_valid(x, 0.0, 1.0)[:5], out[:5])
+
+
+def test_transform_draws_noise_in_the_images_dtype():
+    t = Transform(noise=0.05)
+    x32 = torch.rand(2, 3, 4, 4)
+    u32, _ = t.draw(x32.shape, torch.Generator().manual_seed(0))
+    u64, _ = t.draw(x32.shape, torch.Generator().manual_seed(0), torch.float64)
+    assert u32.dtype == torch.float32 and u64.dtype == torch.float64
+    assert t(x32, torch.Generator().manual_seed(0)).dtype == torch.float32
+
+
 def test_transform_is_differentiable():
     x = torch.rand(1, 1, 5, 5, dtype=torch.float64, requires_grad=True)
     y = Transform(noise=0.0).apply(x, torch.zeros(1, 1, 5, 5, dtype=torch.float64), torch.tensor([3.0]))
@@ -400,3 +423,20 @@ def test_a_class_the_model_never_gets_right_is_named():
     with pytest.raises(ValueError, match=rf"Class {cls} has 2 image"):
         learn_occluders(model, x, y, lam=0.01, max_iter=2, progress=False)
     _assert_untouched(model, flags, saved)
+
+
+def test_occluder_can_move_pixels_that_sit_at_a_bound():
+    # Z(x) = [0.5 - x_0, 0]: class 0 until pixel 0, black (exactly 0, like Fashion-MNIST's background), is
+    # brightened past 0.5, i.e. delta_0 < -0.5. With torch.clamp's gradient (0 at the bound) delta_0 never moves.
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].weight[0, 0] = -1.0
+        model[1].bias.copy_(torch.tensor([0.5, 0.0]))
+    x = torch.zeros(3, 1, 2, 2, dtype=torch.float64)
+    res = learn_occluders(model, x, [0, 0, 0], transform=False, lam=0.0, lr=0.1, max_iter=50, progress=False)
+    d = res.occluder(0).flatten()
+    assert res.stopped == [True] and float(d[0]) < -0.5
+    assert torch.equal(d[1:], torch.zeros(3, dtype=torch.float64))    # no gradient there, lam = 0: untouched
+    ref = learn_occluder_reference(model, x, 0, transform=False, lam=0.0, lr=0.1, max_iter=50)
+    torch.testing.assert_close(ref["occluder"].flatten(), d, rtol=0, atol=1e-6)
