@@ -573,11 +573,14 @@ def _check_samples(x, name: str, batched: bool) -> torch.Tensor:
     return x.double()
 
 
-def pairwise_sq_dists(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+def pairwise_sq_dists(x: torch.Tensor, y: torch.Tensor | None = None, x_sq: torch.Tensor | None = None,
+                      y_sq: torch.Tensor | None = None) -> torch.Tensor:
     """Squared Euclidean distances ``||x_i - y_j||^2`` between rows, batched: ``[..., n, d], [..., m, d] -> [..., n, m]``.
 
     Computed in float64 as ``|x|^2 + |y|^2 - 2 x.y`` (one matmul), clamped at 0. With ``y=None`` the distances
-    within ``x`` (``[..., n, n]``), whose diagonal is set to exactly 0.
+    within ``x`` (``[..., n, n]``), whose diagonal is set to exactly 0. ``x_sq`` / ``y_sq`` (``[..., n]`` /
+    ``[..., m]``, float64): the rows' squared norms, when the caller has them already (wide rows met in several
+    blocks); default computed here.
     """
     _check_tensor(x, "x", "[..., n, d]")
     same = y is None
@@ -586,7 +589,12 @@ def pairwise_sq_dists(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.T
     if x.dim() < 2 or y.dim() < 2 or x.shape[-1] != y.shape[-1]:
         raise ValueError(f"x and y must be [..., n, d] and [..., m, d] with the same d, got {tuple(x.shape)} and "
                          f"{tuple(y.shape)}.")
-    sq = x.square().sum(-1)[..., :, None] + y.square().sum(-1)[..., None, :] - 2 * x @ y.transpose(-1, -2)
+    x_sq = x.square().sum(-1) if x_sq is None else x_sq.double()
+    y_sq = x_sq if same else (y.square().sum(-1) if y_sq is None else y_sq.double())
+    if x_sq.shape != x.shape[:-1] or y_sq.shape != y.shape[:-1]:
+        raise ValueError(f"x_sq and y_sq must be the rows' squared norms, {tuple(x.shape[:-1])} and "
+                         f"{tuple(y.shape[:-1])}, got {tuple(x_sq.shape)} and {tuple(y_sq.shape)}.")
+    sq = x_sq[..., :, None] + y_sq[..., None, :] - 2 * x @ y.transpose(-1, -2)
     sq = sq.clamp_min(0)
     if same:
         sq.diagonal(dim1=-2, dim2=-1).zero_()

@@ -127,3 +127,17 @@ def test_all_negative_estimates_give_zero_scores():
     df = concept_importance(model, sets, ConceptSet.from_tensors("r", same.clone()), HAND_CIS, n_perm=5, n_boot=50)
     assert (df.mmd2 < 0).all()  # the unbiased estimate of identical samples is negative
     assert (df.score == 0).all() and not df.score.isna().any()
+
+
+def test_pooled_distances_from_blocks_equal_the_gathered_pooled_samples():
+    from xailib.afi.concepts import _pool_layout, _pooled_sq_dists
+    from xailib.metrics import pairwise_sq_dists
+    sizes, n_random = [3, 5, 2], 4                       # unequal sizes: padded concept rows
+    f = torch.randn(2, sum(sizes) + n_random, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    index, valid, n_max = _pool_layout(sizes, n_random)
+    fast = _pooled_sq_dists(f, index[:, :n_max], sum(sizes))
+    slow = pairwise_sq_dists(f[:, index])                 # every pooled sample gathered, [K, C, P, P]
+    assert fast.shape == slow.shape == (2, 3, n_max + n_random, n_max + n_random)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
+    # by hand: concept 1's second image against the random set's first
+    torch.testing.assert_close(fast[1, 1, 1, n_max], ((f[1, 4] - f[1, 10]) ** 2).sum(), rtol=0, atol=1e-12)

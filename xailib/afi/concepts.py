@@ -34,8 +34,10 @@ Choices the paper leaves open, and ours:
   question, as each panel of Fig. 4); ``significant = p_adjusted <= alpha``.
 
 Everything after the forward passes is batched over classes, layers, concepts, draws and permutations: one
-distance matrix per layer (layers differ in width) of each concept's pooled sample, from which every draw and
-permutation takes its kernel sums (:func:`xailib.metrics.mmd2_from_kernel`). :func:`concept_importance_reference`
+distance matrix per layer (layers differ in width) of each concept's pooled sample, assembled from blocks so that
+the random set's own distances are computed once (:func:`_pooled_sq_dists`), from which every draw and permutation
+takes its kernel sums (:func:`xailib.metrics.mmd2_from_kernel`). With one draw of every image the draw's statistic is
+the test's observed one, computed once. :func:`concept_importance_reference`
 is the literal loop version the tests hold it to.
 """
 
@@ -181,6 +183,28 @@ def _pool_layout(sizes: list[int], n_random: int) -> tuple[torch.Tensor, torch.T
     index[:, n_max:] = sum(sizes) + torch.arange(n_random)
     valid[:, n_max:] = True
     return index, valid, n_max
+
+
+def _pooled_sq_dists(f: torch.Tensor, concept_index: torch.Tensor, n_concept_rows: int) -> torch.Tensor:
+    """Squared distances within each concept's pooled sample (:func:`_pool_layout`), ``[K, C, P, P]``, from blocks.
+
+    ``f: [K, N_total, d]`` holds the features of ``[concept_0; ...; concept_{C-1}; random]`` and ``concept_index
+    [C, N_max]`` each concept's rows (padded), the first ``n_concept_rows`` of ``f``. Gathering every pooled sample and taking its distances would copy
+    the random set into every concept and compute its distances ``C`` times; here the concept-concept blocks come
+    from each concept's own rows, the concept-random block from one product of all concept rows with the random
+    ones, and the random-random block once, broadcast.
+    """
+    f = f.double()
+    f_sq = f.square().sum(-1)                                        # [K, N_total], each row's norm once
+    fc, fr, c_sq, r_sq = f[:, :n_concept_rows], f[:, n_concept_rows:], f_sq[:, :n_concept_rows], f_sq[:, n_concept_rows:]
+    k, (c, n_max), n_r = f.shape[0], concept_index.shape, fr.shape[1]
+    out = torch.empty(k, c, n_max + n_r, n_max + n_r, dtype=torch.float64, device=f.device)
+    out[:, :, :n_max, :n_max] = pairwise_sq_dists(f[:, concept_index], x_sq=f_sq[:, concept_index])  # [K, C, N, N]
+    cr = pairwise_sq_dists(fc, fr, c_sq, r_sq)[:, concept_index]                                      # [K, C, N, N_r]
+    out[:, :, :n_max, n_max:] = cr
+    out[:, :, n_max:, :n_max] = cr.transpose(-1, -2)
+    out[:, :, n_max:, n_max:] = pairwise_sq_dists(fr, x_sq=r_sq)[:, None]
+    return out
 
 
 def draw_indices(sizes: Sequence[int], n_random: int, n: int, n_draws: int, seed: int) -> torch.Tensor:
@@ -369,7 +393,7 @@ def concept_importance(
     index, valid, n_max = _pool_layout(sizes, len(rnd))
     index, valid = index.to(dev), valid.to(dev)
     # one distance matrix per layer of each concept's pooled sample: [K, L, C, P, P]
-    sq = torch.stack([pairwise_sq_dists(outs[name][:, index]) for name in layers], dim=1)
+    sq = torch.stack([_pooled_sq_dists(outs[name], index[:, :n_max], sum(sizes)) for name in layers], dim=1)
     k_cls, n_layers, n_con, p = sq.shape[:4]
 
     def kernel_of(d2: torch.Tensor, ok: torch.Tensor | None) -> torch.Tensor:
@@ -398,6 +422,11 @@ def concept_importance(
     del kern
 
     # ---- scores over draws
+    if n_per_draw is None:  # the one draw is every image in order: the observed statistic of the test, reused
+        raw = observed[:, None, :].cpu()  # [K, 1, C]
+        scores = _normalise(raw, normalize)
+        return _table(labels, sets, len(rnd), n, n_draws, scores, raw, p_value, p_adj, alpha, n_boot, confidence,
+                      seed)
     idx = draw_indices(sizes, len(rnd), n, n_draws, seed).to(dev)  # [D, C, 2n]
     q = 2 * n
     x_draw = (torch.arange(q, device=dev) < n)[None, :]  # [1, 2n]
