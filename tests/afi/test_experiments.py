@@ -140,6 +140,11 @@ def test_impressions_comparison_rules():
     late = by_layer.assign(recognised=[0.1, 0.2, 0.9])
     t = paper.impressions_comparison(table3.assign(layer="s3"), late)
     assert t[t["artifact"] == "Fig. 3"]["verdict"].iloc[0] == "partly"
+    # one class (e.g. a net that predicts one class everywhere): recognising it proves nothing
+    one = by_layer.assign(n_classes=1)
+    t = paper.impressions_comparison(table3, one)
+    row = t[t["artifact"] == "Fig. 3"].iloc[0]
+    assert row["verdict"] == "not comparable" and "one class" in row["note"]
 
 
 def test_impressions_by_layer_table_and_shapes(setup):
@@ -153,3 +158,33 @@ def test_impressions_by_layer_table_and_shapes(setup):
     first = table[table["recognised"] >= 0.5]
     assert chosen["layer"] == (first["layer"].iloc[0] if len(first) else None)
     assert count_hooks(model) == 0
+
+
+def test_attack_splits_on_a_folder_takes_each_class_in_halves_and_names_short_classes(tmp_path, capsys):
+    import types
+
+    import numpy as np
+    from PIL import Image
+
+    from xailib.afi.experiments import attack_splits
+    from xailib.data.imagenet import ImageFolderDataset
+
+    rng = np.random.default_rng(0)
+    for wnid, count in (("n0001", 5), ("n0002", 3)):
+        (tmp_path / wnid).mkdir()
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(tmp_path / wnid / f"{i}.JPEG")
+    folder = ImageFolderDataset(tmp_path, resize=16, crop=16)
+    subjects = types.SimpleNamespace(real=True, folder=folder, seed=0)
+    (x_tr, y_tr), (x_te, y_te) = attack_splits(subjects, "imagenet-folder", 2)
+    # by hand: 2 + 2 of the class with 5 images, 2 + 1 of the class with 3
+    assert y_tr.tolist() == [0, 0, 1, 1] and y_te.tolist() == [0, 0, 1]
+    assert x_tr.shape == (4, 3, 16, 16) and x_te.shape == (3, 3, 16, 16)
+    # no image is both learned on and held out
+    flat = lambda x: {tuple(v.flatten()[:12].tolist()) for v in x}  # noqa: E731
+    assert not flat(x_tr) & flat(x_te)
+    printed = capsys.readouterr().out
+    assert "1 of 2 classes hold fewer than 2 x 2 = 4 images" in printed and "n0002 (3)" in printed
+    # the same seed, the same split
+    (x_tr2, _), _ = attack_splits(subjects, "imagenet-folder", 2)
+    assert torch.equal(x_tr, x_tr2)

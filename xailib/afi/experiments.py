@@ -29,7 +29,7 @@ from xailib.afi.occluder import (OccluderResult, evaluate_occluders, finetune_oc
 from xailib.batching import predict
 from xailib.checks import check_images, check_model, check_positive_float, check_positive_int, check_seed
 
-__all__ = ["dominant_texture", "afi_channel_importance", "user_concept_scores", "context_reliance", "impressions_by_layer", "class_channel_importance", "per_class", "attack_splits", "attack_table", "unmatched_table", "student_mlp", "train_student", "distillation_test"]
+__all__ = ["dominant_texture", "afi_channel_importance", "user_concept_scores", "folder_concept_groups", "parse_classes", "parse_pairs", "context_reliance", "impressions_by_layer", "class_channel_importance", "per_class", "attack_splits", "attack_table", "unmatched_table", "student_mlp", "train_student", "distillation_test"]
 
 
 def _as_labels(labels, n: int, what: str) -> torch.Tensor:
@@ -52,8 +52,9 @@ def attack_splits(subjects, dataset: str, n_per_class: int):
     """The images occluders are learned on and the held-out ones, ``n_per_class`` of each class each.
 
     On the zoo path (:class:`xailib.models.subjects.Subjects` without a model) the ``train`` and ``test``
-    splits of ``dataset``; on the real-scale path one seeded subset of the folder, each class's images split
-    in two halves (the first for learning, the second held out).
+    splits of ``dataset``; on the real-scale path a seeded subset of ``2 n_per_class`` images of every class of
+    the folder, split in two halves (the first for learning, the second held out); classes with fewer images
+    are named in a printed line.
 
     Returns
     -------
@@ -66,10 +67,34 @@ def attack_splits(subjects, dataset: str, n_per_class: int):
         k = len(dataset_info(dataset).class_names)
         pools = [subjects.data(dataset, 3 * n_per_class * k, split=s) for s in ("train", "test")]
         return tuple(per_class(p.images, p.labels, n_per_class) for p in pools)
-    k = len(subjects.folder.class_names)
-    pool = subjects.data(dataset, 2 * n_per_class * k)
-    return per_class(pool.images, pool.labels, n_per_class), per_class(pool.images, pool.labels, n_per_class,
-                                                                      skip=n_per_class)
+    return _folder_halves(subjects.folder, n_per_class, subjects.seed)
+
+
+def _folder_halves(folder, n: int, seed: int):
+    """Up to ``2 n`` images of every class of an image folder (a seeded subset of each class's files, in file
+    order; only those are read), the first ``n`` of each class for learning and the rest held out. A line is
+    printed for the classes that hold fewer than ``2 n`` images, whose held-out half is smaller (or empty)."""
+    from xailib.data.sampling import mix_seed, subset_indices
+
+    y = folder.labels
+    chosen, short = [], []
+    for k, name in enumerate(folder.class_names):
+        idx = torch.nonzero(y == k).squeeze(1)
+        take = min(len(idx), 2 * n)
+        if take < 2 * n:
+            short.append(f"{name} ({len(idx)})")
+        chosen.append(idx[torch.from_numpy(subset_indices(len(idx), take, mix_seed(seed, k)))])
+    if short:
+        print(f"real scale: {len(short)} of {len(folder.class_names)} classes hold fewer than 2 x {n} = {2 * n} "
+              f"images, so their held-out half has fewer than {n}: {', '.join(short[:10])}"
+              f"{', ...' if len(short) > 10 else ''}. Add images to those folders or lower n_per_class.")
+    halves = []
+    for part in (slice(0, n), slice(n, 2 * n)):
+        idx = torch.cat([c[part] for c in chosen])
+        images = torch.stack([torch.as_tensor(folder[int(i)][0], dtype=torch.float32) for i in idx]) if len(idx) \
+            else torch.empty(0, *folder.input_shape)
+        halves.append((images, y[idx]))
+    return tuple(halves)
 
 
 def attack_table(model: nn.Module, result: OccluderResult, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
@@ -346,38 +371,117 @@ def afi_channel_importance(model: nn.Module, images: torch.Tensor, labels, layer
     return res, class_channel_importance(model, images, labels, layers, res)
 
 
-def user_concept_scores(model: nn.Module, world, cis: Mapping[str, torch.Tensor], classes: Sequence[int],
+def user_concept_scores(model: nn.Module, source, cis: Mapping[str, torch.Tensor], classes: Sequence[int],
                         groups: Mapping[str, Sequence[str]], *, layers: Sequence[str], n_probe: int = 60,
                         n_per_draw: int = 30, n_draws: int = 20, n_perm: int = 500, correction: str | None = "holm",
-                        seed: int = 0, name: str = "model") -> pd.DataFrame:
+                        seed: int = 0, name: str = "model", size: int = 224, channels: int = 3) -> pd.DataFrame:
     """Fig. 4: AfI's importance of user-defined concepts, group by group (e.g. textures, colours, contexts).
 
-    For each group the concepts' ConceptWorld probe sets (``n_probe`` images each: a texture or colour fills the
-    image, a context is the background alone) are scored against one random benchmark set of scenes with
+    For each group the concepts' probe sets are scored against one random benchmark set with
     :func:`xailib.afi.concepts.concept_importance`: MMD of each class's meta-detector outputs, summed over
     ``layers``, normalised over the group's concepts; ``n_draws`` draws of ``n_per_draw`` probe and random
     images give the error bars (the paper: 100 runs, standard deviation), the permutation test the p-values
     (``correction``: Holm's, within each group and class, by default).
+
+    Parameters
+    ----------
+    source : ConceptWorld or path-like
+        A **ConceptWorld**: ``n_probe`` probe images per concept (a texture or colour fills the image, a context is
+        the background alone) and ``n_probe`` random scenes. A **TCAV-layout folder** (``root/<concept>/``,
+        ``root/random_0/``; :meth:`xailib.data.concepts.ConceptSet.from_folder`): every image of each concept
+        folder and of ``random_0``, read at ``size`` with ``channels``; ``n_per_draw`` is then capped at the
+        smallest of those sets (the table's ``n_per_draw`` column says what was used).
+    groups : dict group -> concept names
+        E.g. :func:`folder_concept_groups` for a folder.
 
     Returns
     -------
     DataFrame
         :func:`~xailib.afi.concepts.concept_importance`'s columns with ``group``, ``model`` and ``class_name``.
     """
-    from xailib.afi.concepts import concept_importance
-    from xailib.data.concepts import ConceptSet
+    import os
 
+    from xailib.afi.concepts import concept_importance
+    from xailib.data.concepts import ConceptSet, random_sets
+
+    folder = isinstance(source, (str, os.PathLike))
+    if folder:
+        random_set = random_sets(source, 1, None, seed, size=size, channels=channels)[0]
+        make = lambda c: ConceptSet.from_folder(source, c, size=size, channels=channels)  # noqa: E731
+    else:
+        random_set = ConceptSet.random_conceptworld(source, n_probe, seed=seed)
+        make = lambda c: ConceptSet.from_conceptworld(source, c, n_probe, seed=seed)  # noqa: E731
     tables = []
-    random_set = ConceptSet.random_conceptworld(world, n_probe, seed=seed)
     for g, concepts in groups.items():
-        sets = [ConceptSet.from_conceptworld(world, c, n_probe, seed=seed) for c in concepts]
-        t = concept_importance(model, sets, random_set, cis, list(layers), classes=list(classes), n_per_draw=n_per_draw,
+        sets = [make(c) for c in concepts]
+        per_draw = min([n_per_draw, len(random_set)] + [len(s) for s in sets]) if folder else n_per_draw
+        t = concept_importance(model, sets, random_set, cis, list(layers), classes=list(classes), n_per_draw=per_draw,
                                n_draws=n_draws, n_perm=n_perm, correction=correction, seed=seed)
         tables.append(t.assign(group=g))
     out = pd.concat(tables, ignore_index=True)
     names = getattr(model, "class_names", None)
     out["class_name"] = [names[int(k)] if names else str(k) for k in out["class"]]
     return out.assign(model=name)
+
+
+def folder_concept_groups(root, spec: str = "") -> dict[str, list[str]]:
+    """The concept groups of Fig. 4 on a TCAV-layout folder.
+
+    ``spec`` is ``"group:concept,concept;group:concept"`` (e.g. ``"texture:striped,dotted;colour:red,blue"``);
+    empty: every concept folder of ``root`` (:func:`xailib.data.concepts.list_concepts`, random folders left
+    out) in one group ``"concepts"``. ValueError naming the folder's concepts for a name it does not hold.
+    """
+    from xailib.data.concepts import list_concepts
+
+    have = list_concepts(root).concepts
+    if not str(spec).strip():
+        if not have:
+            raise ValueError(f"{root} holds no concept folders (only random ones, or none); put each concept's images "
+                             "in root/<concept>/ as TCAV does.")
+        return {"concepts": have}
+    groups: dict[str, list[str]] = {}
+    for part in str(spec).split(";"):
+        if not part.strip():
+            continue
+        if ":" not in part:
+            raise ValueError(f"concept group {part!r} has no ':'; write groups as 'group:concept,concept;group:concept' "
+                             f"(the folder holds {have}).")
+        g, names = part.split(":", 1)
+        concepts = [c.strip() for c in names.split(",") if c.strip()]
+        missing = [c for c in concepts if c not in have]
+        if not concepts or missing:
+            raise ValueError(f"concept group {g.strip()!r} names {missing or 'no concept'}, not concept folders of "
+                             f"{root}; it holds {have}.")
+        groups[g.strip()] = concepts
+    return groups
+
+
+def parse_classes(spec: str, class_names: Sequence[str], learned: Sequence[int], n: int = 3) -> list[int]:
+    """Class indices from ``"name,name"`` or ``"index,index"`` (model outputs); empty: the first ``n`` of
+    ``learned``. Every class must be among ``learned`` (those with an occluder); ValueError otherwise."""
+    items = [c.strip() for c in str(spec).split(",") if c.strip()]
+    if not items:
+        return list(learned)[:n]
+    out = []
+    for c in items:
+        k = int(c) if c.isdigit() else (list(class_names).index(c) if c in class_names else None)
+        if k is None or k not in learned:
+            shown = [f"{i} ({class_names[i]})" for i in list(learned)[:10]]
+            raise ValueError(f"class {c!r} has no occluder here; pass names or indices of the learned classes: "
+                             f"{', '.join(shown)}{', ...' if len(learned) > 10 else ''}.")
+        out.append(k)
+    return out
+
+
+def parse_pairs(spec: str) -> dict[str, str]:
+    """``"a=b,c=d"`` -> ``{"a": "b", "c": "d"}`` (e.g. each class's own texture); empty: ``{}``."""
+    out = {}
+    for part in (p.strip() for p in str(spec).split(",") if p.strip()):
+        if "=" not in part:
+            raise ValueError(f"{part!r} is not 'key=value'; write e.g. 'zebra=striped,apron=dotted'.")
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
 
 
 def context_reliance(model: nn.Module, world, context: str, target: int, *, n: int = 400, seed: int = 0,
