@@ -230,7 +230,8 @@ def impressions_comparison(table3: pd.DataFrame, by_layer: pd.DataFrame, emerge:
 
     Rules: the chosen layer of an ImageNet architecture is not comparable with a stage of a small net; the
     claim that class concepts emerge in a middle layer is reproduced when a stage before the last has at
-    least ``emerge`` of its impressions classified as their class, "partly" when only the last stage has.
+    least ``emerge`` of its impressions classified as their class, "partly" when only the last stage has;
+    "not comparable" with fewer than two classes.
     """
     rows = []
     for _, r in table3.iterrows():
@@ -251,7 +252,10 @@ def impressions_comparison(table3: pd.DataFrame, by_layer: pd.DataFrame, emerge:
         rows.append(paper_row("Fig. 3", f"class concepts emerge in a middle layer's meta-detector ({name})",
                               "yes (Fig. 3, from visual investigation)",
                               f"{int((t['recognised'] >= emerge).sum())} of {len(t)} stages reach {emerge:.2f}",
-                              "reproduced" if early else "partly" if late else "not reproduced",
+                              "not comparable" if k < 2 else "reproduced" if early else "partly" if late
+                              else "not reproduced",
+                              ("with one class an impression's class is the only one there is to recognise (e.g. a "
+                               "net that predicts one class for every image); " if k < 2 else "") +
                               f"rule: a stage before the last whose impressions are classified as their class for at "
                               f">= {emerge:.2f} of the {k} classes reproduces it, only the last stage partly; "
                               f"recognised per stage: {rec}"))
@@ -295,7 +299,8 @@ def _steeper_rows(curves: pd.DataFrame, label: str, max_k: int) -> list[dict]:
 
 def concept_attribution_comparison(part_curves: dict[str, pd.DataFrame], superpixel_curves: pd.DataFrame | None,
                                    agreement: pd.DataFrame | None, superpixel_model: str = "",
-                                   area: pd.DataFrame | None = None) -> pd.DataFrame:
+                                   area: pd.DataFrame | None = None, superpixel_data: str = "Fashion-MNIST"
+                                   ) -> pd.DataFrame:
     """Fig. 2 and the ground-truth check beside the paper.
 
     Parameters
@@ -304,6 +309,8 @@ def concept_attribution_comparison(part_curves: dict[str, pd.DataFrame], superpi
         :func:`xailib.afi.evaluation.part_curves` on ConceptWorld (concepts: a class's parts).
     superpixel_curves : DataFrame or None
         :func:`xailib.afi.evaluation.superpixel_curves` (ACE's concepts), the setting of the paper's thresholds.
+    superpixel_model, superpixel_data : str
+        The model and the images of ``superpixel_curves``, for the rows' labels.
     agreement : DataFrame or None
         :func:`xailib.afi.evaluation.ground_truth_agreement` with a ``model`` column.
     area : DataFrame or None
@@ -320,7 +327,7 @@ def concept_attribution_comparison(part_curves: dict[str, pd.DataFrame], superpi
     rows = []
     sets = [(f"ConceptWorld parts; {m}", c, False) for m, c in part_curves.items()]
     if superpixel_curves is not None and len(superpixel_curves):
-        sets.append((f"Fashion-MNIST superpixel concepts; {superpixel_model}", superpixel_curves, True))
+        sets.append((f"{superpixel_data} superpixel concepts; {superpixel_model}", superpixel_curves, True))
     for label, curves, comparable in sets:
         n_concepts = curves.groupby("class")["n_concepts"].first()
         spread = f"{int(n_concepts.min())}-{int(n_concepts.max())} concepts per class"
