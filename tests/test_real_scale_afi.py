@@ -1,6 +1,5 @@
-"""The real-scale path of the AfI notebooks (afi/01_attacking, afi/02_feature_attribution, afi/04_class_impressions)
-on a stand-in: an ImageNet-layout folder of random JPEGs made here and torchvision's resnet18 with random weights at
-64 x 64, through the same runner and notebooks as the default path (smoke profile), as tests/test_real_scale.py
+"""The real-scale path of the five AfI notebooks on a stand-in: an ImageNet-layout folder of random JPEGs made here (and,
+for afi/05, a concept folder in TCAV's layout) and torchvision's resnet18 with random weights at 64 x 64, through the same runner and notebooks as the default path (smoke profile), as tests/test_real_scale.py
 does for notebook 00 and the gAP notebooks.
 
 The folder's 3 classes are not resnet18's 1000 outputs, so the notebooks let the predictions stand in for the labels
@@ -38,16 +37,46 @@ def standin_folder(tmp_path_factory):
     for wnid in WNIDS:
         (root / wnid).mkdir(parents=True)
         for i in range(PER_CLASS):
-            pixels = rng.integers(0, 256, size=(90, 110, 3), dtype=np.uint8)  # not square: resize + crop apply
-            Image.fromarray(pixels).save(root / wnid / f"ILSVRC2012_val_{i:08d}.JPEG", quality=90)
+            Image.fromarray(_scene(rng)).save(root / wnid / f"ILSVRC2012_val_{i:08d}.JPEG", quality=90)
     return root
 
 
-def _run(notebook: str, folder, tmp_path):
+def _scene(rng) -> np.ndarray:
+    """A 90 x 110 photo stand-in (not square: resize + crop apply): a plain background with 3-5 coloured
+    rectangles and mild noise, so that SLIC finds coherent segments for afi/03's ACE concepts."""
+    pixels = np.broadcast_to(rng.integers(0, 256, size=3), (90, 110, 3)).astype(np.int64)
+    for _ in range(rng.integers(3, 6)):
+        y0, x0 = rng.integers(0, 60), rng.integers(0, 80)
+        pixels[y0:y0 + rng.integers(15, 40), x0:x0 + rng.integers(15, 40)] = rng.integers(0, 256, size=3)
+    return np.clip(pixels + rng.integers(-12, 13, size=pixels.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def concept_folder(tmp_path_factory):
+    """TCAV's layout: root/<concept>/ for three concepts (stripes, dots, plain green) and the random benchmark
+    root/random_0/, 6 images each (afi/05's smoke draws take 4), plus one non-image file that must be skipped."""
+    rng = np.random.default_rng(1)
+    root = tmp_path_factory.mktemp("afi_concepts")
+    yy, xx = np.mgrid[0:80, 0:80]
+    patterns = {"striped": lambda: ((xx // 8) % 2)[..., None] * np.array([255, 200, 40]),
+                "dotted": lambda: ((((xx % 16) - 8) ** 2 + ((yy % 16) - 8) ** 2) < 16)[..., None] * np.array([250] * 3),
+                "grass": lambda: np.broadcast_to(np.array([40, 180, 60]), (80, 80, 3)),
+                "random_0": lambda: rng.integers(0, 256, size=(80, 80, 3))}
+    for name, make in patterns.items():
+        (root / name).mkdir()
+        for i in range(6):
+            noise = rng.integers(-20, 21, size=(80, 80, 3))
+            pixels = np.clip(make() + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{name}_{i}.jpg", quality=90)
+    (root / "striped" / "README.txt").write_text("not an image")
+    return root
+
+
+def _run(notebook: str, folder, tmp_path, **extra):
     """Run afi/<notebook> on the smoke profile on the real-scale path; the figures folder, and its printed text."""
     out = tmp_path / "out"
     reproduce(only=f"afi/{notebook}", profile="smoke", device="cpu", progress=False,
-              params={**REAL_SCALE, "data_root": str(folder)},
+              params={**REAL_SCALE, "data_root": str(folder), **extra},
               notebooks_dir=repo_root() / "notebooks", figures_dir=out / "figures", build_dir=out / "build")
     cells = json.loads((out / "build" / "executed" / "afi" / f"{notebook}.ipynb").read_text())["cells"]
     printed = "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", [])
@@ -144,3 +173,49 @@ def test_class_impressions_notebook_runs_a_torchvision_model_on_a_standin_folder
     assert paper["paper"].iloc[0] == "ResBlock_4c 7 x 7 x 2048"  # resnet18 stands in for ResNet-50
     _check_parameters(folder, "table3_chosen_layer", standin_folder)
     assert _stand_in_line(printed, "Fig. 3")
+
+
+@pytest.mark.slow
+def test_concept_attribution_notebook_runs_ace_concepts_on_a_standin_folder(standin_folder, tmp_path):
+    folder, printed = _run("03_concept_attribution", standin_folder, tmp_path)
+    assert "The ConceptWorld part: skipped on the real-scale path" in printed
+    assert not (folder / "fig2_part_scores.csv").exists()              # no ConceptWorld part on a folder
+    curves = _table(folder, "fig2_superpixel_curves")
+    assert set(curves["model"]) == {"resnet18"} and set(curves["method"]) == {"AfI", "TCAV", "random"}
+    assert set(curves["mode"]) == {"ssc", "sdc"} and curves["class"].between(0, 999).all()
+    scores = _table(folder, "fig2_superpixel_scores")
+    assert set(scores["method"]) == {"AfI", "TCAV"} and (scores["size"] > 0).all()
+    assert (folder / "fig2_superpixels.png").exists()
+    paper = _check_paper_table(folder, "paper_vs_ours_concept_attribution")
+    assert paper["quantity"].str.contains("image-folder superpixel concepts; resnet18").all()
+    assert not paper["quantity"].str.contains("ConceptWorld|Fashion-MNIST").any()
+    _check_parameters(folder, "fig2_superpixel_curves", standin_folder)
+    assert _stand_in_line(printed, "Fig. 2 (occluders)")
+
+
+@pytest.mark.slow
+def test_user_concepts_notebook_runs_a_tcav_concept_folder(standin_folder, concept_folder, tmp_path):
+    folder, printed = _run("05_user_concepts", standin_folder, tmp_path, concept_root=str(concept_folder),
+                           concept_groups="texture:striped,dotted;context:grass")
+    scores = _table(folder, "fig4_user_concepts")
+    assert set(scores["model"]) == {"resnet18"}
+    assert dict(scores.groupby("group")["concept"].unique().apply(sorted)) == {"texture": ["dotted", "striped"],
+                                                                              "context": ["grass"]}
+    assert (scores["n_concept"] == 6).all() and (scores["n_random"] == 6).all()   # README.txt skipped
+    assert (scores["n_per_draw"] == 4).all() and scores["p_value"].between(0, 1).all()
+    sums = scores.groupby(["group", "class"])["score"].sum()                    # normalised within each group
+    assert ((sums - 1).abs() < 1e-6).all() or (sums == 0).any()
+    assert (folder / "fig4_user_concepts.png").exists()
+    assert not (folder / "planted_bias_reliance.csv").exists()
+    _check_paper_table(folder, "paper_vs_ours_user_concepts")
+    params = json.loads((folder / "fig4_user_concepts.json").read_text())["parameters"]
+    assert params["concept_root"] == str(concept_folder) and params["model"] == "resnet18"
+    assert _stand_in_line(printed, "Fig. 4")
+
+
+@pytest.mark.slow
+def test_user_concepts_notebook_without_a_concept_folder_says_what_it_needs(standin_folder, tmp_path):
+    folder, printed = _run("05_user_concepts", standin_folder, tmp_path)
+    assert "Fig. 4: skipped on the real-scale path: no concept folder was given" in printed
+    assert "concept_root=" in printed and not (folder / "fig4_user_concepts.csv").exists()
+    _check_paper_table(folder, "paper_vs_ours_user_concepts")

@@ -180,6 +180,9 @@ def superpixel_curves(model: nn.Module, images: torch.Tensor, labels, classes: S
         Images of every class, from which the random sets are drawn.
     top : int, optional
         Edit only the ``top`` most important concepts (default all).
+    n_clusters : int
+        k-means clusters per class (ACE: 25), fewer where a class has fewer segments. A class with fewer than 2
+        images is left out (a concept needs segments of two images).
 
     Returns
     -------
@@ -195,11 +198,14 @@ def superpixel_curves(model: nn.Module, images: torch.Tensor, labels, classes: S
     curve_rows, score_rows = [], []
     for j, k in enumerate(int(c) for c in classes):
         x = images[labels == k]
-        concepts = cluster_concepts(model, segment(x, fill=fill), layer, n_clusters=n_clusters, seed=seed)
+        if len(x) < 2:  # a concept needs segments of two images or more (cluster_concepts' min_images)
+            continue
+        segments = segment(x, fill=fill)
+        concepts = cluster_concepts(model, segments, layer, n_clusters=min(n_clusters, len(segments)), seed=seed)
         if not concepts.concept_sets:
             continue
         sets = concepts.concept_sets
-        n = min(len(s) for s in sets)
+        n = min(min(len(s) for s in sets), len(random_pool))  # a draw of n of each set; the pool may be smaller
         rnd = random_sets(random_pool, n_sets=n_random_sets + 1, n=max(n, 2), seed=seed + k)
         cis_k = {name: w[j:j + 1] for name, w in cis.items()}
         afi = concept_importance(model, sets, rnd[0], cis_k, list(afi_layers), classes=[k], n_per_draw=max(n, 2),
