@@ -137,18 +137,24 @@ def test_attacking_notebook_runs_a_torchvision_model_on_a_standin_folder(standin
 def test_feature_attribution_notebook_runs_a_torchvision_model_on_a_standin_folder(standin_folder, tmp_path):
     folder, printed = _run("02_feature_attribution", standin_folder, tmp_path)
     students = _table(folder, "table2_students")
-    assert list(students.columns) == ["model", "class", "method", "accuracy", "n_train", "n_test", "n_features"]
+    assert list(students.columns) == ["model", "class", "method", "accuracy", "n_train", "n_test", "n_features", "design"]
     assert set(students["model"]) == {"resnet18"} and set(students["method"]) == {"gradient", "afi_no_t", "afi"}
     empty = (students["n_train"] == 0) | (students["n_test"] == 0)  # no balanced task: accuracy not defined
     assert students.loc[empty, "accuracy"].isna().all() and students.loc[~empty, "accuracy"].between(0, 1).all()
+    designs = ["every stage, 4 training images per class", "every stage, 2 training images per class",
+               "last stage, 4 training images per class", "last stage, 2 training images per class"]
+    assert sorted(set(students["design"])) == sorted(designs)
     summary = _table(folder, "table2_summary")
-    assert summary["model"].tolist() == ["resnet18"]
+    assert summary["model"].tolist() == ["resnet18"] * 4 and sorted(summary["design"]) == sorted(designs)
     assert (folder / "table2_students.png").exists()
     paper = _check_paper_table(folder, "paper_vs_ours_distillation")
     assert set(paper["artifact"]) == {"Table 2"} and paper["quantity"].str.contains(r"\(resnet18", regex=True).all()
-    accuracy = paper["quantity"].str.startswith("student accuracy")  # one row per method, then the two orderings
+    accuracy = paper["quantity"].str.startswith("student accuracy, ")  # one row per method of the judged design
     assert accuracy.sum() == 3 and paper.loc[accuracy, "quantity"].str.contains("resnet18 for ResNet-50").all()
-    assert paper.loc[~accuracy, "quantity"].str.startswith("AfI beats").sum() == 2
+    assert paper.loc[accuracy, "quantity"].str.contains(designs[0]).all()
+    assert paper["quantity"].str.startswith("AfI beats").sum() == 2
+    others = paper[paper["quantity"].str.startswith("student accuracy with another design")]
+    assert len(others) == 3 and (others["verdict"] == "not comparable").all()
     _check_parameters(folder, "table2_students", standin_folder)
     assert _stand_in_line(printed, "Table 2")
 

@@ -188,3 +188,16 @@ def test_attack_splits_on_a_folder_takes_each_class_in_halves_and_names_short_cl
     # the same seed, the same split
     (x_tr2, _), _ = attack_splits(subjects, "imagenet-folder", 2)
     assert torch.equal(x_tr, x_tr2)
+
+
+def test_distillation_comparison_judges_the_primary_design_and_reports_the_others():
+    a = _students([0.95, 0.97, 0.96, 0.94], [0.85, 0.88, 0.86, 0.87]).assign(design="last stage")
+    b = _students([0.60, 0.70, 0.65, 0.65], [0.60, 0.66, 0.62, 0.64]).assign(design="all stages")
+    t = paper.distillation_comparison(pd.concat([a, b]), primary="last stage").set_index("quantity")
+    assert t.loc["student accuracy, AfI (resnet-x for ResNet-50; last stage)", "ours"] == "0.955"
+    other = t.loc["student accuracy with another design (resnet-x; all stages)"]
+    assert other["verdict"] == "not comparable"
+    # by hand: AfI's mean 0.65, the gradient's 0.63; the paired differences 0, .04, .03, .01, mean +0.020
+    assert other["ours"].startswith("gradient-based (TCAV-style) 0.630, AfI 0.650; AfI - gradient +0.020")
+    with pytest.raises(ValueError, match="not a design"):
+        paper.distillation_comparison(pd.concat([a, b]), primary="first stage")

@@ -169,7 +169,7 @@ def _paired_ci(a: np.ndarray, b: np.ndarray, seed: int = 0):
     return bootstrap_ci(np.asarray(a, float) - np.asarray(b, float), n_boot=5000, seed=seed)
 
 
-def distillation_comparison(students: pd.DataFrame) -> pd.DataFrame:
+def distillation_comparison(students: pd.DataFrame, primary: str | None = None) -> pd.DataFrame:
     """Table 2 beside ours: mean student accuracy per teacher and feature-importance method.
 
     Parameters
@@ -177,7 +177,12 @@ def distillation_comparison(students: pd.DataFrame) -> pd.DataFrame:
     students : DataFrame
         One row per teacher model, class and method, columns ``model``, ``class``, ``method`` (one of
         ``"gradient"``, ``"afi_no_t"``, ``"afi"``), ``accuracy``, ``n_test``
-        (:func:`xailib.afi.experiments.distillation_test`).
+        (:func:`xailib.afi.experiments.distillation_test`); optionally ``design``, the student design a row
+        belongs to (e.g. which meta-detector layers feed the student, and how many training images).
+    primary : str, optional
+        With a ``design`` column: the design judged against the paper's numbers (default: the first listed).
+        Every other design gets one row per teacher, its methods' means and the paired AfI - gradient
+        difference, "not comparable": how much the numbers depend on a choice the paper does not state.
 
     Rules: each mean is a reported number (within 0.05 reproduced, 0.15 partly); the orderings AfI >
     gradient-based and AfI > AfI without t are reproduced where the 95% bootstrap interval of the paired
@@ -186,7 +191,13 @@ def distillation_comparison(students: pd.DataFrame) -> pd.DataFrame:
     rows = []
     methods = ("gradient", "afi_no_t", "afi")
     labels = {"gradient": "gradient-based (TCAV-style)", "afi_no_t": "AfI without t", "afi": "AfI"}
-    for name, t in students.groupby("model", sort=False):
+    designs = list(dict.fromkeys(students["design"])) if "design" in students else [None]
+    primary = designs[0] if primary is None else primary
+    if primary not in designs:
+        raise ValueError(f"primary={primary!r} is not a design of these students; they have {designs}.")
+    main = students if primary is None else students[students["design"] == primary]
+    tag = "" if primary is None else f"; {primary}"
+    for name, t in main.groupby("model", sort=False):
         paper = PAPER_TABLE2.get(paper_model(name) or "")
         wide = t.pivot_table(index="class", columns="method", values="accuracy", dropna=False)
         k = len(wide)
@@ -197,10 +208,10 @@ def distillation_comparison(students: pd.DataFrame) -> pd.DataFrame:
             ci = bootstrap_ci(wide[m].to_numpy(), n_boot=5000)
             note = f"mean over {k} classes, 95% CI [{ci.low:.3f}, {ci.high:.3f}]; >= {n_test} test images per class"
             if paper is None:
-                rows.append(paper_row("Table 2", f"student accuracy, {labels[m]} ({name})", "n/a (no such model)",
+                rows.append(paper_row("Table 2", f"student accuracy, {labels[m]} ({name}{tag})", "n/a (no such model)",
                                       float(ci.mean), "not comparable", note))
             else:
-                rows.append(paper_row("Table 2", f"student accuracy, {labels[m]} ({name} for {paper_model(name)})",
+                rows.append(paper_row("Table 2", f"student accuracy, {labels[m]} ({name} for {paper_model(name)}{tag})",
                                       paper[j], float(ci.mean), _number_verdict(float(ci.mean), paper[j]),
                                       note + f"; rule: within {NUMBER_TOLERANCE[0]} reproduced, "
                                       f"{NUMBER_TOLERANCE[1]} partly"))
@@ -209,12 +220,25 @@ def distillation_comparison(students: pd.DataFrame) -> pd.DataFrame:
                 continue
             d = _paired_ci(wide["afi"].to_numpy(), wide[other].to_numpy())
             paper_d = (paper[2] - paper[methods.index(other)]) if paper else None
-            rows.append(paper_row("Table 2", f"AfI beats {labels[other]} ({name})",
+            rows.append(paper_row("Table 2", f"AfI beats {labels[other]} ({name}{tag})",
                                   f"yes, by {paper_d:.3f}" if paper_d is not None else "yes",
                                   f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]",
                                   "not comparable" if d.n == 0 else "reproduced" if d.low > 0 else "not reproduced",
                                   f"paired difference over {k} classes with its 95% bootstrap CI; rule: reproduced "
                                   "only if the interval lies above zero"))
+    for design in designs:
+        if design == primary:
+            continue
+        for name, t in students[students["design"] == design].groupby("model", sort=False):
+            wide = t.pivot_table(index="class", columns="method", values="accuracy", dropna=False)
+            means = ", ".join(f"{labels[m]} {wide[m].mean():.3f}" for m in methods if m in wide)
+            d = _paired_ci(wide["afi"].to_numpy(), wide["gradient"].to_numpy()) if {"afi", "gradient"} <= set(wide) \
+                else None
+            diff = f"; AfI - gradient {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]" if d is not None and d.n else ""
+            rows.append(paper_row("Table 2", f"student accuracy with another design ({name}; {design})",
+                                  "n/a (the paper states one design)", means + diff, "not comparable",
+                                  f"mean over {len(wide)} classes; the judged design is {primary}; this row shows "
+                                  "how much the numbers depend on the design"))
     return paper_table(rows)
 
 
