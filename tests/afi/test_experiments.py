@@ -201,3 +201,22 @@ def test_distillation_comparison_judges_the_primary_design_and_reports_the_other
     assert other["ours"].startswith("gradient-based (TCAV-style) 0.630, AfI 0.650; AfI - gradient +0.020")
     with pytest.raises(ValueError, match="not a design"):
         paper.distillation_comparison(pd.concat([a, b]), primary="first stage")
+
+
+def test_folder_parameters_are_parsed_or_explained(tmp_path):
+    assert ex.parse_pairs("zebra:striped, apron : dotted") == {"zebra": "striped", "apron": "dotted"}
+    assert ex.parse_pairs("") == {}
+    with pytest.raises(ValueError, match="key:value"):
+        ex.parse_pairs("zebra=striped")
+    names = ["cat", "dog", "fox", "owl"]
+    assert ex.parse_classes("", names, [3, 1, 2, 0]) == [3, 1, 2]
+    assert ex.parse_classes("dog,3", names, [3, 1]) == [1, 3]
+    with pytest.raises(ValueError, match="no occluder"):
+        ex.parse_classes("fox", names, [3, 1])
+    for c in ("striped", "dotted", "random_0"):
+        (tmp_path / c).mkdir()
+    assert ex.folder_concept_groups(tmp_path) == {"concepts": ["dotted", "striped"]}
+    assert ex.folder_concept_groups(tmp_path, "texture:striped;other:dotted") == {"texture": ["striped"],
+                                                                                 "other": ["dotted"]}
+    with pytest.raises(ValueError, match="holds"):
+        ex.folder_concept_groups(tmp_path, "texture:zigzag")

@@ -474,12 +474,12 @@ def parse_classes(spec: str, class_names: Sequence[str], learned: Sequence[int],
 
 
 def parse_pairs(spec: str) -> dict[str, str]:
-    """``"a=b,c=d"`` -> ``{"a": "b", "c": "d"}`` (e.g. each class's own texture); empty: ``{}``."""
+    """``"a:b,c:d"`` -> ``{"a": "b", "c": "d"}`` (e.g. each class's own texture); empty: ``{}``."""
     out = {}
     for part in (p.strip() for p in str(spec).split(",") if p.strip()):
-        if "=" not in part:
-            raise ValueError(f"{part!r} is not 'key=value'; write e.g. 'zebra=striped,apron=dotted'.")
-        k, v = part.split("=", 1)
+        if ":" not in part:
+            raise ValueError(f"{part!r} is not 'key:value'; write e.g. 'zebra:striped,apron:dotted'.")
+        k, v = part.split(":", 1)
         out[k.strip()] = v.strip()
     return out
 
