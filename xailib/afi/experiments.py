@@ -28,6 +28,7 @@ from xailib.afi.occluder import (OccluderResult, evaluate_occluders, finetune_oc
                                  unmatched_accuracy)
 from xailib.batching import predict
 from xailib.checks import check_images, check_model, check_positive_float, check_positive_int, check_seed
+from xailib.data.sampling import per_class
 
 __all__ = ["dominant_texture", "afi_channel_importance", "user_concept_scores", "folder_concept_groups", "parse_classes", "parse_pairs", "context_reliance", "impressions_by_layer", "class_channel_importance", "per_class", "attack_splits", "attack_table", "unmatched_table", "student_mlp", "train_student", "distillation_test"]
 
@@ -37,15 +38,6 @@ def _as_labels(labels, n: int, what: str) -> torch.Tensor:
     if y.numel() != n:
         raise ValueError(f"{what}: labels need one entry per image, got {y.numel()} labels for {n} images.")
     return y
-
-
-def per_class(images: torch.Tensor, labels, n: int, skip: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images ``skip .. skip + n - 1`` of every class, in their order (classes with fewer give what they
-    have): ``(images [M, C, H, W], labels [M])``, grouped by class."""
-    n = check_positive_int(n, "n", hint=" (images per class)")
-    y = _as_labels(labels, len(images), "per_class")
-    idx = torch.cat([torch.nonzero(y == k)[skip:skip + n, 0] for k in torch.unique(y).tolist()])
-    return images[idx], y[idx]
 
 
 def attack_splits(subjects, dataset: str, n_per_class: int):
