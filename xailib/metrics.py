@@ -31,7 +31,7 @@ from xailib.layers import model_state
 __all__ = [
     "average_ranks", "spearman", "spearman_rank", "pearson", "pcc",
     "mask_iou", "threshold_iou", "pointing_game",
-    "deletion_curve", "insertion_curve", "auc",
+    "deletion_curve", "insertion_curve", "masked_probability", "auc",
     "BootstrapCI", "bootstrap_ci", "mean_ci_table",
     "confusion_matrix", "confusion_pairs",
     "pairwise_sq_dists", "median_heuristic", "gaussian_kernel", "mmd2_from_kernel", "mmd2", "mmd2_batched",
@@ -295,6 +295,40 @@ def _causal_curve(model, images, maps, target, steps, baseline, batch_size, prog
             probs.append(logits.softmax(1).gather(1, targets[i, None])[:, 0])
             bar.update(len(ids))
     return torch.cat(probs).view(b, steps + 1)
+
+
+def masked_probability(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, target="predicted", *,
+                       baseline=0.0, batch_size: int = 256) -> torch.Tensor:
+    """The target class's probability once the pixels of each mask are replaced by ``baseline``: ``[T, B]``.
+
+    ``masks [T, B, H, W]`` (bool; ``T`` masks per image, e.g. one per threshold) mark the pixels removed, all
+    channels of a pixel together; ``baseline`` is a fill value or a tensor like the images (:func:`deletion_curve`'s).
+    The target is fixed on the unmasked images (``"predicted"``: the model's prediction there). The model runs in
+    eval mode without gradients; its state is left as it was.
+    """
+    model = check_model(model)
+    images = check_images(images, model)
+    b, _, h, w = images.shape
+    masks = torch.as_tensor(masks)
+    if masks.dim() == 3:
+        masks = masks[None]
+    if masks.dim() != 4 or tuple(masks.shape[1:]) != (b, h, w):
+        raise ValueError(f"masks must be [T, B, H, W] = [T, {b}, {h}, {w}] for images {tuple(images.shape)}, got "
+                         f"{tuple(masks.shape)}; upsample maps to the image size before thresholding.")
+    batch_size = check_positive_int(batch_size, "batch_size", hint=" (images per forward pass)")
+    targets = check_targets(target, b, model=model, images=images).to(images.device)
+    base = _baseline_images(baseline, images)
+    masks = masks.to(images.device, torch.bool)
+    t = masks.shape[0]
+    probs = []
+    with model_state(model, train=False), torch.no_grad():
+        for start in range(0, t * b, batch_size):
+            ids = torch.arange(start, min(t * b, start + batch_size), device=images.device)
+            k, i = ids // b, ids % b
+            x = torch.where(masks[k, i][:, None], base[i], images[i])
+            logits = check_class_scores(model(x), len(ids))
+            probs.append(logits.softmax(1).gather(1, targets[i, None])[:, 0])
+    return torch.cat(probs).view(t, b)
 
 
 def deletion_curve(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, target="predicted",

@@ -10,7 +10,7 @@ import torch
 
 from xailib.plotting import show_overlay, to_numpy_image
 
-__all__ = ["plot_concept_grid", "plot_distances", "plot_prototypes"]
+__all__ = ["plot_concept_grid", "plot_distances", "plot_faithfulness", "plot_prototypes"]
 
 
 def plot_concept_grid(images: torch.Tensor, maps: torch.Tensor, concepts: Sequence[int], title: str = "",
@@ -61,5 +61,28 @@ def plot_prototypes(images: torch.Tensor, index: torch.Tensor, rows: Sequence[tu
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(labels[r], fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def plot_faithfulness(table, title: str = ""):
+    """Fig. 4b: mean drop in the predicted class's probability against the threshold, per method (95% normal
+    intervals over images), one panel per protocol."""
+    protocols = [p for p in ("same threshold", "same area") if p in set(table["protocol"])]
+    fig, axes = plt.subplots(1, len(protocols), figsize=(4.6 * len(protocols), 3.4), squeeze=False, sharey=True)
+    mace = table[table.method == "MACE"]
+    for ax, protocol in zip(axes[0], protocols):
+        for method, t in [("MACE", mace)] + [(m, g) for m, g in table[table.protocol == protocol].groupby("method")
+                                             if m != "MACE"]:
+            g = t.groupby("threshold")["drop"]
+            mean, half = g.mean(), 1.96 * g.std(ddof=1) / g.count() ** 0.5
+            ax.errorbar(mean.index, mean.values, yerr=half.values, marker="o", ms=3, capsize=2, label=method,
+                        lw=2 if method == "MACE" else 1)
+        ax.set_xlabel("threshold")
+        ax.set_title(protocol, fontsize=9)
+    axes[0, 0].set_ylabel("drop in the predicted class's probability")
+    axes[0, -1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
