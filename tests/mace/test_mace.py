@@ -15,19 +15,12 @@ from xailib.mace.losses import dense_loss, output_loss, relevance_loss, triplet_
 from xailib.mace.model import MACE, Tapped, find_tap_point, tap
 from xailib.mace.pruning import RULES, prune_concepts
 from xailib.mace.training import balanced_batches, mace_loss, train_mace
-from xailib.models import build_model
 
 
 @pytest.fixture(scope="module")
-def zoo():
-    torch.manual_seed(0)
-    m = build_model("vgg", "fashion-mnist")
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.2, 0.2)
-                mod.running_var.uniform_(0.5, 1.5)
-    return m.eval()
+def zoo(vgg):
+    """The conftest's untrained zoo VGG for Fashion-MNIST (non-trivial BatchNorm statistics, eval mode)."""
+    return vgg
 
 
 @pytest.fixture(scope="module")
