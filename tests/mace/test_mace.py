@@ -225,3 +225,16 @@ def test_block_structure_by_hand():
     assert table["within"].tolist() == [0.0, 0.0]
     assert table["between"].tolist() == pytest.approx([math.sqrt(2)] * 2)
     assert summary["difference"] == pytest.approx(math.sqrt(2)) and summary["n_images"] == 2
+
+
+def test_sizing_and_tapping_a_model_in_train_mode_leave_its_batchnorm_statistics(zoo, data):
+    point = find_tap_point(zoo)
+    zoo.train()
+    try:
+        before = _state(zoo)
+        MACE.for_model(zoo, point, data[0], n_concepts=2, embedding_dim=3)
+        tap(zoo, point, data[0][:4])
+        after = _state(zoo)
+        assert zoo.training and all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+    finally:
+        zoo.eval()

@@ -9,7 +9,6 @@ highest relevance for it (the ranking the pruning rules of S2 use).
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -17,8 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xailib.checks import check_images, check_model, check_positive_int
-from xailib.layers import model_state
-from xailib.mace.model import MACE, TapPoint, tap
+from xailib.mace.model import MACE, TapPoint, eval_mode, tap
 
 __all__ = ["Explanation", "explain", "prototypes", "normalise_maps"]
 
@@ -81,12 +79,6 @@ def _check_classes(classes, k: int) -> list[int]:
     return items
 
 
-def _eval(module: nn.Module):
-    """Eval mode for the block, restored after (:class:`~xailib.layers.model_state`); nothing to do, and no
-    cost, when every submodule is in eval mode already (the usual case for a frozen model)."""
-    return model_state(module, train=False) if any(m.training for m in module.modules()) else nullcontext()
-
-
 def explain(model: nn.Module, mace: MACE, point: TapPoint, images: torch.Tensor, classes=None,
             upsample: bool = False) -> Explanation:
     """Concept maps and relevances of ``classes`` (default all ``K``; an int or a list, not only the predicted
@@ -99,7 +91,7 @@ def explain(model: nn.Module, mace: MACE, point: TapPoint, images: torch.Tensor,
     check_model(model)
     images = check_images(images, model)
     chosen = _check_classes(classes, mace.K)
-    with torch.no_grad(), _eval(model), _eval(mace):
+    with torch.no_grad(), eval_mode(model), eval_mode(mace):
         t = tap(model, point, images)
         out = mace(t.x)
     sel = torch.tensor(chosen, device=out["maps"].device)

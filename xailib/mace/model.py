@@ -28,6 +28,7 @@ generator, and the triplet loss skips them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -35,9 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from xailib.checks import check_model, check_positive_int
-from xailib.layers import check_layer, get_layer, named_layers
+from xailib.layers import check_layer, get_layer, model_state, named_layers
 
-__all__ = ["MACE", "TapPoint", "Tapped", "find_tap_point", "tap"]
+__all__ = ["MACE", "TapPoint", "Tapped", "eval_mode", "find_tap_point", "tap"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,6 +141,12 @@ def _find_tail(model: nn.Module, dense: str) -> nn.Module:
         "class scores>.")
 
 
+def eval_mode(module: nn.Module):
+    """Eval mode for a block, restored after (:class:`~xailib.layers.model_state`); nothing to do, and no cost,
+    when every submodule is in eval mode already (the usual case for a frozen model)."""
+    return model_state(module, train=False) if any(m.training for m in module.modules()) else nullcontext()
+
+
 @dataclass
 class Tapped:
     """One forward pass of the base model: ``x [B, D, H, W]`` (tapped), ``z [B, L]`` (first dense layer),
@@ -151,8 +158,10 @@ class Tapped:
 
 
 def tap(model: nn.Module, point: TapPoint, images: torch.Tensor, check_tail: bool = False) -> Tapped:
-    """Run the base model once on ``images`` and record ``x``, ``z`` and the logits (no gradients; the two hooks,
-    on the modules the tap point holds, are removed on exit, errors included). With ``check_tail``, also check that the tail turns ``z`` into the logits (error otherwise).
+    """Run the base model once on ``images`` and record ``x``, ``z`` and the logits (eval mode, so BatchNorm
+    statistics are untouched, and no gradients; the model's modes are restored and the two hooks, on the modules
+    the tap point holds, are removed on exit, errors included). With ``check_tail``, also check that the tail turns
+    ``z`` into the logits (error otherwise).
 
     Raises
     ------
@@ -172,7 +181,7 @@ def tap(model: nn.Module, point: TapPoint, images: torch.Tensor, check_tail: boo
     modules = [point.layer_module or get_layer(model, point.layer), point.dense_module or get_layer(model, point.dense)]
     handles = [m.register_forward_hook(grab(k, n)) for m, k, n in zip(modules, "xz", (point.layer, point.dense))]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             logits = model(images)
     finally:
         for h in handles:
