@@ -70,6 +70,7 @@ from xailib.checks import (
     model_device,
 )
 from xailib.layers import model_state
+from xailib.perturbations import rotate
 from xailib.utils import resolve_device
 
 __all__ = [
@@ -168,18 +169,8 @@ class Transform:
     def apply(self, x: torch.Tensor, u: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
         """``clamp(R_angles(x + u))`` for drawn ``u: [B, C, H, W]`` and ``angles: [B]`` (degrees); differentiable in ``x``."""
         lo, hi = self.input_range
-        mid = (lo + hi) / 2
         u = u.to(x.device, x.dtype)
-        rad = angles.to(x.device, torch.float64) * (math.pi / 180)
-        h, w = x.shape[-2:]
-        cos, sin = torch.cos(rad), torch.sin(rad)
-        zero = torch.zeros_like(rad)
-        # normalised coordinates scale x by 2/W and y by 2/H, so the off-diagonal terms carry the aspect ratio
-        theta = torch.stack([torch.stack([cos, -sin * (h / w), zero], 1),
-                             torch.stack([sin * (w / h), cos, zero], 1)], 1).to(x.dtype)  # [B, 2, 3]
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        # grid_sample is linear with zero padding, so rotating x - mid and adding mid back fills with mid
-        rotated = F.grid_sample(x + u - mid, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + mid
+        rotated = rotate(x + u, angles, fill=(lo + hi) / 2)
         return clamp_valid(rotated, lo, hi)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
