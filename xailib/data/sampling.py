@@ -18,7 +18,7 @@ import torch
 from xailib.checks import check_positive_int
 from xailib.utils import make_generator
 
-__all__ = ["subset_indices", "mix_seed", "per_class"]
+__all__ = ["subset_indices", "mix_seed", "per_class", "per_class_indices"]
 
 
 def subset_indices(n_total: int, n: int | None, seed: int, *, of: str = "this split") -> np.ndarray:
@@ -85,13 +85,21 @@ def mix_seed(*parts: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
+def per_class_indices(labels, n: int, skip: int = 0) -> torch.Tensor:
+    """The indices of the images ``skip .. skip + n - 1`` of every class, in their order (classes with fewer give
+    what they have), grouped by class: LongTensor ``[M]`` (e.g. for ConceptWorld's ``scenes(index)`` masks)."""
+    n = check_positive_int(n, "n", hint=" (images per class)")
+    y = torch.as_tensor(labels).long().flatten().cpu()
+    return torch.cat([torch.nonzero(y == k)[skip:skip + n, 0] for k in torch.unique(y).tolist()])
+
+
 def per_class(images: torch.Tensor, labels, n: int, skip: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The images ``skip .. skip + n - 1`` of every class, in their order (classes with fewer give what they
-    have): ``(images [M, C, H, W], labels [M])``, grouped by class."""
+    have): ``(images [M, C, H, W], labels [M])``, grouped by class (:func:`per_class_indices`)."""
     n = check_positive_int(n, "n", hint=" (images per class)")
     y = torch.as_tensor(labels).long().flatten().cpu()
     if y.numel() != len(images):
         raise ValueError(f"per_class: labels need one entry per image, got {y.numel()} labels for {len(images)} "
                          "images.")
-    idx = torch.cat([torch.nonzero(y == k)[skip:skip + n, 0] for k in torch.unique(y).tolist()])
+    idx = per_class_indices(y, n, skip)
     return images[idx], y[idx]
