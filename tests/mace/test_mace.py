@@ -238,3 +238,133 @@ def test_sizing_and_tapping_a_model_in_train_mode_leave_its_batchnorm_statistics
         assert zoo.training and all(torch.equal(before[0][k], after[0][k]) for k in before[0])
     finally:
         zoo.eval()
+
+
+# ---- a unit for some of the model's outputs (classes=) ----------------------------------------------------------
+
+
+def test_a_unit_for_two_outputs_maps_labels_to_rows_and_explains_output_indices(zoo, data):
+    from xailib.mace.experiments import concept_embeddings
+    from xailib.mace.faithfulness import predicted_rows
+    from xailib.mace.training import LOSSES
+
+    x, y = data
+    keep = (y == 2) | (y == 5)
+    mace, point, hist = train_mace(zoo, x[keep], y[keep], classes=[2, 5], n_concepts=3, embedding_dim=4, epochs=2,
+                                   per_class=2, progress=False)
+    assert mace.K == 2 and mace.classes.tolist() == [2, 5] and len(hist) == 2 and hist["loss_total"].notna().all()
+    assert mace.rows(torch.tensor([5, 2, 5])).tolist() == [1, 0, 1]
+    assert mace.maps(tap(zoo, point, x[:1]).x).shape[1] == 2               # K = 2 rows, not the model's 10
+    with pytest.raises(ValueError, match=r"\[3\] not among this MACE unit's classes \[2, 5\]"):
+        train_mace(zoo, x[keep | (y == 3)], y[keep | (y == 3)], classes=[2, 5], n_concepts=3, embedding_dim=4,
+                   epochs=1, per_class=2, progress=False)
+    # Eq. (2) against the model's probabilities of outputs 2 and 5 (softmax over all 10); L^O over all 10 outputs
+    t = tap(zoo, point, x[keep])
+    terms = mace_loss(mace, point, t, y[keep])
+    out = mace(t.x)
+    probs = torch.softmax(t.logits, dim=1)
+    torch.testing.assert_close(terms["R"], relevance_loss(out["logit"], probs[:, [2, 5]]))
+    torch.testing.assert_close(terms["O"], output_loss(point.tail(out["z_tilde"]), t.logits))
+    rows = torch.tensor([0 if int(v) == 2 else 1 for v in y[keep]])
+    e_term = sum(triplet_loss(out["embeddings"][rows == k, k]) for k in range(2))
+    torch.testing.assert_close(terms["E"], e_term)
+    torch.testing.assert_close(terms["total"], sum(terms[k] for k in LOSSES))
+    # explanations name output indices; a row is asked for by its output
+    ex = explain(zoo, mace, point, x[:4])
+    assert ex.classes == [2, 5] and ex.maps.shape[:3] == (4, 2, 3) and ex.probs.shape == (4, 10)
+    only5 = explain(zoo, mace, point, x[:4], classes=[5])
+    assert only5.classes == [5]
+    torch.testing.assert_close(only5.relevance, ex.relevance[:, [1]])
+    torch.testing.assert_close(ex.upsampled([5]), ex.upsampled()[:, [1]])
+    with pytest.raises(ValueError, match="not among"):
+        explain(zoo, mace, point, x[:1], classes=[3])
+    e5 = mace(tap(zoo, point, x[:4]).x)["embeddings"][:, 1]
+    torch.testing.assert_close(concept_embeddings(zoo, mace, point, x[:4], 5), e5)
+    # the predicted class: the more probable of outputs 2 and 5, by hand
+    row, pred = predicted_rows(ex)
+    by_hand = (ex.probs[:, 5] > ex.probs[:, 2]).long()
+    assert row.tolist() == by_hand.tolist() and pred.tolist() == [[2, 5][int(r)] for r in by_hand]
+    table = prune_concepts(zoo, mace, point, x[keep], y[keep], T=3, S=3, apply=False)
+    assert table["class"].tolist() == [2, 2, 2, 5, 5, 5]                   # output indices, row by row
+    assert count_hooks(zoo) == 0
+
+
+def test_classes_none_gives_the_old_results(zoo, data):
+    """The default (a row per output) equals classes=range(K) and the loss of before the option, term by term."""
+    x, y = data
+    kw = dict(n_concepts=3, embedding_dim=4, epochs=2, lr=1e-2, per_class=2, progress=False, seed=1)
+    a, point, ha = train_mace(zoo, x, y, **kw)
+    b, _, hb = train_mace(zoo, x, y, classes=list(range(10)), **kw)
+    assert a.classes.tolist() == list(range(10)) and ha.equals(hb)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    t = tap(zoo, point, x)
+    terms = mace_loss(a, point, t, y)
+    out = a(t.x)                                                         # the loss as it was: rows are outputs
+    old_e = sum(triplet_loss(out["embeddings"][y == k, k], a.active[k]) for k in range(10))
+    torch.testing.assert_close(terms["E"], old_e)
+    torch.testing.assert_close(terms["R"], relevance_loss(out["logit"], torch.softmax(t.logits, dim=1)))
+    ex = explain(zoo, a, point, x[:6])
+    from xailib.mace.faithfulness import predicted_rows
+    row, pred = predicted_rows(ex)
+    assert ex.classes == list(range(10)) and torch.equal(row, ex.probs.argmax(1)) and torch.equal(pred, row)
+    with pytest.raises(ValueError, match="out of range"):
+        explain(zoo, a, point, x[:1], classes=[10])
+
+
+def test_bad_classes_get_clear_errors(zoo, data):
+    point = find_tap_point(zoo)
+    with pytest.raises(ValueError, match="distinct"):
+        MACE(8, (2, 2), 2, 16, classes=[3, 3])
+    with pytest.raises(ValueError, match="one output per row"):
+        MACE(8, (2, 2), 3, 16, classes=[1, 2])
+    with pytest.raises(ValueError, match="ints >= 0"):
+        MACE(8, (2, 2), 1, 16, classes=[-1])
+    with pytest.raises(ValueError, match=r"not outputs of the model, which has 10"):
+        MACE.for_model(zoo, point, data[0], classes=[4, 12])
+    mace = MACE.for_model(zoo, point, data[0], classes=[4, 7], n_concepts=2, embedding_dim=3)
+    assert mace.K == 2 and "outputs [4, 7]" in repr(mace)
+    with pytest.raises(ValueError, match="differ from the given unit's classes"):
+        train_mace(zoo, data[0][:6], torch.tensor([4, 4, 4, 7, 7, 7]), mace=mace, classes=[4, 8], epochs=1,
+                   per_class=2, progress=False)
+
+
+def test_training_splits_on_a_folder_map_folder_classes_to_outputs_or_let_predictions_stand_in(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from xailib.data.sampling import folder_halves
+    from xailib.mace.experiments import training_splits
+    from xailib.models.subjects import Subjects
+
+    rng = np.random.default_rng(0)
+    for wnid, count in (("n0001", 6), ("n0002", 6), ("n0003", 4)):
+        (tmp_path / wnid).mkdir()
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / wnid / f"{i}.JPEG")
+    subjects = Subjects("resnet18", "", tmp_path, device="cpu", image_size=32, verbose=False)
+    (x1, y1), (x2, y2) = folder_halves(subjects.folder, 3, 0, n_held=2)
+    assert y1.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and y2.tolist() == [0, 0, 1, 1, 2]   # n0003: 3 + 1
+    assert "1 of 3 classes hold fewer than 3 + 2 = 5 images" in capsys.readouterr().out
+    train, held, classes, names = training_splits(subjects, subjects.net, "", 2, 2, outputs="7,3,9")
+    assert classes == [3, 7, 9] and len(names) == 1000
+    assert train[1].tolist() == [7, 7, 3, 3, 9, 9] and held[1].tolist() == [7, 7, 3, 3, 9, 9]
+    with pytest.raises(ValueError, match="one distinct output of the model"):
+        training_splits(subjects, subjects.net, "", 2, 2, outputs="7,3")
+    train, held, classes, _ = training_splits(subjects, subjects.net, "", 2, 2)   # the predictions stand in
+    printed = capsys.readouterr().out
+    assert "the folder's 3 classes are not the model's 1000 outputs" in printed
+    assert set(train[1].tolist()) == set(held[1].tolist()) == set(classes)
+    assert all(int((train[1] == c).sum()) >= 2 and int((held[1] == c).sum()) >= 2 for c in classes)
+
+
+def test_tap_point_of_a_wrapped_torchvision_resnet18_at_64_pixels():
+    from xailib.models import load_model
+
+    net = load_model("resnet18", device="cpu", weights=None)               # random weights, the stand-in's model
+    point = find_tap_point(net)                                          # its last stage
+    assert (point.layer, point.dense) == ("layer4", "fc") and isinstance(point.tail, nn.Identity)
+    t = tap(net, point, torch.rand(2, 3, 64, 64), check_tail=True)
+    assert t.x.shape == (2, 512, 2, 2) and t.z.shape == (2, 1000) and t.logits.shape == (2, 1000)
+    mace = MACE.for_model(net, point, torch.rand(2, 3, 64, 64), classes=[0, 1, 2], n_concepts=2, embedding_dim=3)
+    assert (mace.K, mace.D, mace.H, mace.W, mace.L) == (3, 512, 2, 2, 1000)
+    assert count_hooks(net) == 0

@@ -28,6 +28,7 @@ from xailib.afi.occluder import (OccluderResult, evaluate_occluders, finetune_oc
                                  unmatched_accuracy)
 from xailib.batching import predict
 from xailib.checks import check_images, check_model, check_positive_float, check_positive_int, check_seed
+from xailib.data.sampling import folder_halves as _folder_halves  # noqa: F401  (moved to the floor)
 from xailib.data.sampling import per_class
 
 __all__ = ["dominant_texture", "afi_channel_importance", "user_concept_scores", "folder_concept_groups", "parse_classes", "parse_pairs", "context_reliance", "impressions_by_layer", "class_channel_importance", "per_class", "attack_splits", "attack_table", "unmatched_table", "student_mlp", "train_student", "distillation_test"]
@@ -60,33 +61,6 @@ def attack_splits(subjects, dataset: str, n_per_class: int):
         pools = [subjects.data(dataset, 3 * n_per_class * k, split=s) for s in ("train", "test")]
         return tuple(per_class(p.images, p.labels, n_per_class) for p in pools)
     return _folder_halves(subjects.folder, n_per_class, subjects.seed)
-
-
-def _folder_halves(folder, n: int, seed: int):
-    """Up to ``2 n`` images of every class of an image folder (a seeded subset of each class's files, in file
-    order; only those are read), the first ``n`` of each class for learning and the rest held out. A line is
-    printed for the classes that hold fewer than ``2 n`` images, whose held-out half is smaller (or empty)."""
-    from xailib.data.sampling import mix_seed, subset_indices
-
-    y = folder.labels
-    chosen, short = [], []
-    for k, name in enumerate(folder.class_names):
-        idx = torch.nonzero(y == k).squeeze(1)
-        take = min(len(idx), 2 * n)
-        if take < 2 * n:
-            short.append(f"{name} ({len(idx)})")
-        chosen.append(idx[torch.from_numpy(subset_indices(len(idx), take, mix_seed(seed, k)))])
-    if short:
-        print(f"real scale: {len(short)} of {len(folder.class_names)} classes hold fewer than 2 x {n} = {2 * n} "
-              f"images, so their held-out half has fewer than {n}: {', '.join(short[:10])}"
-              f"{', ...' if len(short) > 10 else ''}. Add images to those folders or lower n_per_class.")
-    halves = []
-    for part in (slice(0, n), slice(n, 2 * n)):
-        idx = torch.cat([c[part] for c in chosen])
-        images = torch.stack([torch.as_tensor(folder[int(i)][0], dtype=torch.float32) for i in idx]) if len(idx) \
-            else torch.empty(0, *folder.input_shape)
-        halves.append((images, y[idx]))
-    return tuple(halves)
 
 
 def attack_table(model: nn.Module, result: OccluderResult, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]],

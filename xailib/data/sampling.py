@@ -18,7 +18,7 @@ import torch
 from xailib.checks import check_positive_int
 from xailib.utils import make_generator
 
-__all__ = ["subset_indices", "mix_seed", "per_class", "per_class_indices"]
+__all__ = ["subset_indices", "mix_seed", "per_class", "per_class_indices", "folder_halves"]
 
 
 def subset_indices(n_total: int, n: int | None, seed: int, *, of: str = "this split") -> np.ndarray:
@@ -103,3 +103,51 @@ def per_class(images: torch.Tensor, labels, n: int, skip: int = 0) -> tuple[torc
                          "images.")
     idx = per_class_indices(y, n, skip)
     return images[idx], y[idx]
+
+
+def folder_halves(folder, n: int, seed: int, n_held: int | None = None):
+    """Up to ``n + n_held`` images of every class of an image folder (a seeded subset of each class's files, in file
+    order; only those are read), the first ``n`` of each class for learning and the rest held out.
+
+    Parameters
+    ----------
+    folder :
+        An image folder data set (:class:`xailib.data.imagenet.ImageFolderDataset`: ``labels``, ``class_names``,
+        ``input_shape``, ``folder[i] -> (image, label)``).
+    n : int
+        Images per class in the first half.
+    seed : int
+        Seeds each class's subset (:func:`mix_seed` ``(seed, k)``, :func:`subset_indices`).
+    n_held : int, optional
+        Images per class in the second half; default ``n``.
+
+    Returns
+    -------
+    ((images [M, C, H, W], labels [M]), (images [M', C, H, W], labels [M']))
+        Grouped by class; labels are the folder's sub-folder indices.
+
+    A line is printed for the classes that hold fewer than ``n + n_held`` images, whose held-out half is smaller
+    (or empty).
+    """
+    n_held = n if n_held is None else check_positive_int(n_held, "n_held", hint=" (held-out images per class)")
+    total = n + n_held
+    y = folder.labels
+    chosen, short = [], []
+    for k, name in enumerate(folder.class_names):
+        idx = torch.nonzero(y == k).squeeze(1)
+        take = min(len(idx), total)
+        if take < total:
+            short.append(f"{name} ({len(idx)})")
+        chosen.append(idx[torch.from_numpy(subset_indices(len(idx), take, mix_seed(seed, k)))])
+    if short:
+        need = f"2 x {n} = {total}" if n_held == n else f"{n} + {n_held} = {total}"
+        print(f"real scale: {len(short)} of {len(folder.class_names)} classes hold fewer than {need} "
+              f"images, so their held-out half has fewer than {n_held}: {', '.join(short[:10])}"
+              f"{', ...' if len(short) > 10 else ''}. Add images to those folders or ask for fewer per class.")
+    halves = []
+    for part in (slice(0, n), slice(n, total)):
+        idx = torch.cat([c[part] for c in chosen])
+        images = torch.stack([torch.as_tensor(folder[int(i)][0], dtype=torch.float32) for i in idx]) if len(idx) \
+            else torch.empty(0, *folder.input_shape)
+        halves.append((images, y[idx]))
+    return tuple(halves)

@@ -35,9 +35,9 @@ class Explanation:
     active : BoolTensor ``[K', C]``
         The concepts not pruned.
     classes : list of int
-        The class of each ``K'`` row.
-    probs : Tensor ``[B, K]``
-        The base model's class probabilities.
+        The class of each ``K'`` row, as a model output index (among the unit's :attr:`MACE.classes`).
+    probs : Tensor ``[B, n_outputs]``
+        The base model's class probabilities, over all its outputs (indexed by output).
     estimate : Tensor ``[B, K']``
         The relevance estimator's ``sigma(sum_j r_jk + b_k)``.
     image_size : (int, int)
@@ -53,8 +53,8 @@ class Explanation:
     image_size: tuple[int, int] = (0, 0)
 
     def upsampled(self, classes=None) -> torch.Tensor:
-        """The concept maps of ``classes`` (rows of :attr:`classes`; default all) bilinearly resized to the image,
-        as Sec. 3.1 visualises a concept: ``[B, K'', C, H_img, W_img]``, non-negative."""
+        """The concept maps of ``classes`` (output indices in :attr:`classes`; default all) bilinearly resized to the
+        image, as Sec. 3.1 visualises a concept: ``[B, K'', C, H_img, W_img]``, non-negative."""
         wanted = self.classes if classes is None else ([classes] if isinstance(classes, int) else list(classes))
         missing = [c for c in wanted if c not in self.classes]
         if missing:
@@ -69,32 +69,38 @@ class Explanation:
                              align_corners=False).clamp_min(0).reshape(b, k, c, *self.image_size)
 
 
-def _check_classes(classes, k: int) -> list[int]:
+def _check_classes(classes, mace: MACE) -> list[int]:
+    """The output indices asked for (default all of ``mace.classes``), each one a class of the unit."""
+    outputs = mace.classes.tolist()
     if classes is None:
-        return list(range(k))
+        return outputs
     items = [classes] if isinstance(classes, int) else list(classes)
+    default = outputs == list(range(mace.K))
     for c in items:
-        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < k:
-            raise ValueError(f"class {c!r} is out of range: the model has {k} classes, 0..{k - 1}.")
+        if isinstance(c, bool) or not isinstance(c, int) or (default and not 0 <= c < mace.K):
+            raise ValueError(f"class {c!r} is out of range: the model has {mace.K} classes, 0..{mace.K - 1}.")
+        if c not in outputs:
+            raise ValueError(f"class {c!r} is not among this MACE unit's classes {outputs} (the model outputs its "
+                             "rows stand for); explain one of them.")
     return items
 
 
 def explain(model: nn.Module, mace: MACE, point: TapPoint, images: torch.Tensor, classes=None,
             upsample: bool = False) -> Explanation:
-    """Concept maps and relevances of ``classes`` (default all ``K``; an int or a list, not only the predicted
-    class) for ``images [B, C, H, W]``: one forward pass of the base model, one of MACE. The base model and the
-    unit are left as they were (modes, no hooks; no gradients are computed).
+    """Concept maps and relevances of ``classes`` (model output indices among ``mace.classes``, default all ``K``;
+    an int or a list, not only the predicted class) for ``images [B, C, H, W]``: one forward pass of the base model,
+    one of MACE. The base model and the unit are left as they were (modes, no hooks; no gradients are computed).
 
     The maps are at the tapped layer's resolution; :meth:`Explanation.upsampled` resizes those of the classes
     shown to the image (``upsample=True`` does it here for every class asked for: ``B K' C`` maps of the image's
     size, the costly part of an explanation of all classes)."""
     check_model(model)
     images = check_images(images, model)
-    chosen = _check_classes(classes, mace.K)
+    chosen = _check_classes(classes, mace)
     with torch.no_grad(), eval_mode(model), eval_mode(mace):
         t = tap(model, point, images)
         out = mace(t.x)
-    sel = torch.tensor(chosen, device=out["maps"].device)
+    sel = mace.rows(chosen, "class").to(out["maps"].device)                   # the rows of the classes asked for
     ex = Explanation(out["maps"][:, sel], out["relevance"][:, sel], mace.active[sel], chosen,
                      F.softmax(t.logits, dim=1), torch.sigmoid(out["logit"][:, sel]), tuple(images.shape[-2:]))
     if upsample:

@@ -14,6 +14,11 @@ the predicted class is measured", across thresholds, against other saliency meth
 * :func:`area_matched_masks` -- the top pixels of a map, as many as another mask covers: the same comparison at
   equal area, since a union of ``C`` masks covers more of the image than one map at the same threshold.
 * :func:`faithfulness_table` -- all of it for a batch of images: one row per method, protocol, threshold and image.
+
+**The predicted class** is the most probable of the MACE unit's classes (:func:`predicted_rows`): the model's
+prediction when the unit has a row for every output (the default), and, for a unit trained for some outputs only
+(e.g. 10 of an ImageNet classifier's 1000), the class among those that the model finds most likely, so that every
+image has concept maps to remove. Its probability is the model's softmax over all outputs.
 """
 
 from __future__ import annotations
@@ -25,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xailib.mace.explain import explain, normalise_maps
+from xailib.mace.explain import Explanation, explain, normalise_maps
 from xailib.mace.model import MACE, TapPoint, tap
 from xailib.metrics import masked_probability
 
-__all__ = ["BASELINES", "THRESHOLDS", "area_matched_masks", "faithfulness_table", "random_maps",
+__all__ = ["BASELINES", "THRESHOLDS", "area_matched_masks", "faithfulness_table", "predicted_rows", "random_maps",
            "single_concept_drops", "threshold_masks", "union_masks"]
 
 #: The paper's baselines (Fig. 4b): the names registered in xailib.baselines; "Gradient" is VisCNN's saliency.
@@ -70,6 +75,15 @@ def random_maps(model: nn.Module, point: TapPoint, images: torch.Tensor, seed: i
     return F.interpolate(maps[:, None], size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
 
 
+def predicted_rows(ex: Explanation) -> tuple[torch.Tensor, torch.Tensor]:
+    """The predicted class of each image of an explanation of all the unit's classes, as ``(rows [B], outputs [B])``:
+    the most probable of :attr:`Explanation.classes` (ties: the first), its row in ``ex`` and its output index. With a
+    row for every output this is ``ex.probs.argmax(1)`` for both."""
+    outputs = torch.as_tensor(ex.classes, device=ex.probs.device)
+    rows = ex.probs[:, outputs].argmax(1)                                    # [B], among the unit's classes
+    return rows, outputs[rows]
+
+
 def _rows(method, protocol, thresholds, p_clean, p_masked, masks, labels, single=None):
     rows = []
     area = masks.float().flatten(2).mean(-1)                                 # [T, B]
@@ -84,19 +98,19 @@ def _rows(method, protocol, thresholds, p_clean, p_masked, masks, labels, single
 def faithfulness_table(model: nn.Module, mace: MACE, point: TapPoint, images: torch.Tensor, labels, *,
                        baselines: Sequence[str] = BASELINES, thresholds: Sequence[float] = THRESHOLDS,
                        fill: float = 0.0, seed: int = 0, name: str = "MACE") -> pd.DataFrame:
-    """Fig. 4b for ``images``: the drop in the predicted class's probability when each method's mask is filled
-    with ``fill``. Protocols: ``"same threshold"`` (the paper's: every map thresholded at ``t``) and ``"same
-    area"`` (each baseline's top pixels, as many as MACE's union covers on that image at ``t``). The rows of
-    method ``name`` are MACE's union; ``"random"`` is :func:`random_maps`.
+    """Fig. 4b for ``images``: the drop in the predicted class's probability (:func:`predicted_rows`) when each
+    method's mask is filled with ``fill``. Protocols: ``"same threshold"`` (the paper's: every map thresholded at
+    ``t``) and ``"same area"`` (each baseline's top pixels, as many as MACE's union covers on that image at ``t``).
+    The rows of method ``name`` are MACE's union; ``"random"`` is :func:`random_maps`.
     """
     from xailib.baselines import attribute
 
     labels = torch.as_tensor(labels).long()
     ex = explain(model, mace, point, images)
-    pred = ex.probs.argmax(1)
+    row, pred = predicted_rows(ex)                                           # the predicted class's row and output
     p_clean = ex.probs.gather(1, pred[:, None])[:, 0].cpu()
-    own = ex.upsampled()[torch.arange(len(images)), pred]                    # [B, C, H, W], predicted class
-    active = ex.active[pred]                                                 # [B, C]
+    own = ex.upsampled()[torch.arange(len(images)), row]                     # [B, C, H, W], predicted class
+    active = ex.active[row]                                                  # [B, C]
     mace_masks = union_masks(own, active, thresholds)
     areas = mace_masks.float().flatten(2).mean(-1).cpu()
     rows = _rows(name, "same threshold", thresholds, p_clean,
@@ -116,10 +130,10 @@ def single_concept_drops(model: nn.Module, mace: MACE, point: TapPoint, images: 
     """Fig. 4a: the drop when one kept concept of the predicted class is removed alone, for every concept, against
     the union of all of them (``concept = -1``), at one threshold."""
     ex = explain(model, mace, point, images)
-    pred = ex.probs.argmax(1)
+    row, pred = predicted_rows(ex)
     p_clean = ex.probs.gather(1, pred[:, None])[:, 0].cpu()
-    own = ex.upsampled()[torch.arange(len(images)), pred]
-    active = ex.active[pred]
+    own = ex.upsampled()[torch.arange(len(images)), row]
+    active = ex.active[row]
     rows = []
     for j in range(mace.C):
         only = torch.zeros_like(active)

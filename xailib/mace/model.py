@@ -14,8 +14,8 @@ the output ``z [B, L]`` of the first dense layer after it:
 * **Output generator** (Sec. 3.4): a dense layer from all ``K C Q`` embeddings to ``z~`` in ``R^L``, which the
   base model's layers after its first dense layer (the *tail*) turn into class scores ``f(z~)``.
 
-The base model runs once per batch (:func:`tap`): ``x``, ``z`` and the logits of all ``K`` classes come from one
-forward pass; the MACE unit then computes every class's maps, embeddings and relevances from ``x`` at once
+The base model runs once per batch (:func:`tap`): ``x``, ``z`` and the logits of all the model's outputs come from
+one forward pass; the MACE unit then computes every class's maps, embeddings and relevances from ``x`` at once
 (batched over classes and concepts with ``einsum``).
 
 Choices the paper leaves open, and ours: the embedding network's hidden widths (``hidden=(64,)``; the paper's
@@ -23,10 +23,18 @@ supplement names the sizes in its code only); a bias ``b_k`` in each relevance l
 relevance ``r_jk`` excludes it, as the paper defines it); pruned concepts (:mod:`xailib.mace.pruning`) are switched
 off by :attr:`MACE.active`: their relevance is left out of the sum, their embedding is zeroed before the output
 generator, and the triplet loss skips them.
+
+**Which classes.** By default a unit has one row of ``C`` concepts for every output of the base model (``K`` = the
+number of outputs, row ``k`` is output ``k``). A torchvision ImageNet classifier has 1000 outputs, and MACE is
+trained for the few classes of a data set (the paper: 10 AWA2 classes), so ``classes`` names the model outputs the
+``K`` rows stand for (:attr:`MACE.classes`; :meth:`MACE.rows` maps output indices to rows). Labels, the
+``classes`` of :func:`~xailib.mace.explain.explain` and :attr:`~xailib.mace.explain.Explanation.classes` are always
+output indices; Eq. (2) takes the base model's probability of the row's output.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -150,7 +158,7 @@ def eval_mode(module: nn.Module):
 @dataclass
 class Tapped:
     """One forward pass of the base model: ``x [B, D, H, W]`` (tapped), ``z [B, L]`` (first dense layer),
-    ``logits [B, K]``."""
+    ``logits [B, n_outputs]`` (all the model's outputs, also when a MACE unit explains only some)."""
 
     x: torch.Tensor
     z: torch.Tensor
@@ -220,7 +228,7 @@ class MACE(nn.Module):
     map_size : (int, int)
         ``(H, W)`` of the tapped feature map.
     n_classes : int
-        ``K``.
+        ``K``, the classes the unit explains (one row of ``C`` concepts each).
     dense_features : int
         ``L``, the first dense layer's width (``z``).
     n_concepts : int
@@ -231,10 +239,15 @@ class MACE(nn.Module):
         Hidden widths of each class's embedding network (tanh).
     seed : int
         Seeds the initial weights.
+    classes : sequence of int, optional
+        The base model's output index that each of the ``K`` rows stands for (distinct, non-negative, ``K`` of
+        them); default ``range(K)``, one row per output. Stored as the buffer :attr:`classes` (LongTensor
+        ``[K]``); it does not change the initial weights.
     """
 
     def __init__(self, in_channels: int, map_size: Sequence[int], n_classes: int, dense_features: int, *,
-                 n_concepts: int = 10, embedding_dim: int = 32, hidden: Sequence[int] = (64,), seed: int = 0):
+                 n_concepts: int = 10, embedding_dim: int = 32, hidden: Sequence[int] = (64,), seed: int = 0,
+                 classes: Sequence[int] | None = None):
         super().__init__()
         d = check_positive_int(in_channels, "in_channels", hint=" (channels of the tapped feature map)")
         h, w = (check_positive_int(s, "map_size", hint=" (H, W of the tapped map)") for s in map_size)
@@ -266,6 +279,31 @@ class MACE(nn.Module):
             self.out.weight.copy_(uniform(lat, k * c * q, fan_in=k * c * q))
             self.out.bias.copy_(uniform(lat, fan_in=k * c * q))
         self.register_buffer("active", torch.ones(k, c, dtype=torch.bool))
+        self.register_buffer("classes", _check_outputs(classes, k))
+
+    # ---- which model output each row stands for ------------------------------------------------------------
+
+    def rows(self, outputs, what: str = "label") -> torch.Tensor:
+        """The rows of model output indices ``outputs [N]`` (labels, predicted classes): LongTensor ``[N]`` on
+        :attr:`classes`' device; ``outputs`` itself when the unit has a row per output (the default).
+
+        Raises
+        ------
+        ValueError
+            An output index that is not among :attr:`classes` (the message names ``what``, e.g. ``"label"``).
+        """
+        y = torch.as_tensor(outputs).long().to(self.classes.device)
+        hit = y[..., None] == self.classes                                       # [N, K]
+        found = hit.any(-1)
+        if not bool(found.all()):
+            bad = sorted({int(v) for v in y[~found].tolist()})
+            shown = self.classes.tolist()
+            raise ValueError(
+                f"{what}(s) {bad[:10]}{' ...' if len(bad) > 10 else ''} not among this MACE unit's classes "
+                f"{shown[:20]}{' ...' if len(shown) > 20 else ''} (the model outputs its {self.K} rows stand for); "
+                "give images of those classes only, or build the unit with classes= listing every output it must "
+                "explain.")
+        return hit.long().argmax(-1)
 
     # ---- the four modules -----------------------------------------------------------------------------
 
@@ -314,13 +352,42 @@ class MACE(nn.Module):
                              f"{tuple(x.shape)}; build it for this tap point with MACE.for_model(...).")
 
     @classmethod
-    def for_model(cls, model: nn.Module, point: TapPoint, images: torch.Tensor, **kwargs) -> MACE:
+    def for_model(cls, model: nn.Module, point: TapPoint, images: torch.Tensor, classes: Sequence[int] | None = None,
+                  **kwargs) -> MACE:
         """A MACE unit sized for ``model`` at ``point``, from one forward pass on ``images`` (a few suffice);
-        checks that the tail reproduces the model's scores."""
+        checks that the tail reproduces the model's scores. ``classes``: the model outputs its rows stand for
+        (default all outputs, ``K`` = their number); ValueError for an index the model does not have."""
         t = tap(model, point, images[:2], check_tail=True)
         _, d, h, w = t.x.shape
-        return cls(d, (h, w), t.logits.shape[1], t.z.shape[1], **kwargs).to(t.x.device)
+        n_out = t.logits.shape[1]
+        if classes is None:
+            return cls(d, (h, w), n_out, t.z.shape[1], **kwargs).to(t.x.device)
+        chosen = _check_outputs(classes, None)
+        if int(chosen.max()) >= n_out:
+            raise ValueError(f"classes {[c for c in chosen.tolist() if c >= n_out]} are not outputs of the model, "
+                             f"which has {n_out} (indices 0..{n_out - 1}).")
+        return cls(d, (h, w), len(chosen), t.z.shape[1], classes=chosen.tolist(), **kwargs).to(t.x.device)
 
     def extra_repr(self) -> str:
-        return (f"K={self.K}, C={self.C}, Q={self.Q}, tapped [{self.D}, {self.H}, {self.W}], L={self.L}, "
+        k = self.classes.tolist()
+        which = "" if k == list(range(self.K)) else f" (outputs {k[:10]}{' ...' if len(k) > 10 else ''})"
+        return (f"K={self.K}{which}, C={self.C}, Q={self.Q}, tapped [{self.D}, {self.H}, {self.W}], L={self.L}, "
                 f"active {int(self.active.sum())}/{self.K * self.C}")
+
+
+def _check_outputs(classes, k: int | None) -> torch.Tensor:
+    """``classes`` as LongTensor ``[K]`` (``arange(k)`` when None): distinct non-negative ints, ``k`` of them."""
+    if classes is None:
+        return torch.arange(k)
+    if isinstance(classes, torch.Tensor):
+        classes = classes.flatten().tolist()
+    items = [classes] if isinstance(classes, numbers.Integral) else list(classes)
+    if not items or any(isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 0 for c in items):
+        raise ValueError(f"classes must be a non-empty list of model output indices (ints >= 0), got {classes!r}.")
+    items = [int(c) for c in items]
+    if len(set(items)) != len(items):
+        twice = sorted({c for c in items if items.count(c) > 1})
+        raise ValueError(f"classes must be distinct: {items} repeats {twice}.")
+    if k is not None and len(items) != k:
+        raise ValueError(f"classes names {len(items)} outputs for n_classes={k} rows; give one output per row.")
+    return torch.tensor(items, dtype=torch.long)

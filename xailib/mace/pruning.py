@@ -1,6 +1,7 @@
 """Pruning MACE's concepts by the four rules of the supplement's S2, then fine-tuning.
 
-For a concept ``j`` of class ``k``, on a set of evaluation images (the paper: the test set) with labels ``y``:
+For a concept ``j`` of class ``k``, on a set of evaluation images (the paper: the test set) with labels ``y`` (model
+output indices, each one of the unit's classes; the table's ``class`` is the output index too):
 
 1. **top-T** -- of the ``T`` images with the highest relevance ``r_jk``, more than ``S`` are not of class ``k``
    (paper: ``T = 10``, ``S = 5``);
@@ -33,7 +34,8 @@ RULES = ("top_t", "positive_everywhere", "masks_everything", "negative_on_class"
 def concept_statistics(model: nn.Module, mace: MACE, point: TapPoint, images: torch.Tensor, labels, *,
                        threshold: float = 0.5, batch_size: int = 64) -> dict[str, torch.Tensor]:
     """Relevances ``[N, K, C]`` and mask shares ``[N, K, C]`` (share of the thresholded, max-normalised map, at the
-    map's own resolution) of every image, class and concept."""
+    map's own resolution) of every image, class (the unit's rows) and concept; ``labels [N]`` as given (output
+    indices)."""
     threshold = check_fraction(threshold, "threshold")
     rel, share = [], []
     for s in range(0, len(images), batch_size):
@@ -60,7 +62,9 @@ def prune_concepts(model: nn.Module, mace: MACE, point: TapPoint, images: torch.
     for v, n in ((positive_share, "positive_share"), (mask_share, "mask_share"), (own_positive, "own_positive")):
         check_fraction(v, n)
     stats = concept_statistics(model, mace, point, images, labels, threshold=threshold)
-    r, share, y = stats["relevance"], stats["mask_share"], stats["labels"]
+    r, share = stats["relevance"], stats["mask_share"]
+    y = mace.rows(stats["labels"]).cpu()                                      # each image's row of the unit
+    outputs = mace.classes.tolist()
     if T > len(y):
         raise ValueError(f"T={T} is more than the {len(y)} evaluation images; lower T or give more images.")
     rows = []
@@ -68,8 +72,8 @@ def prune_concepts(model: nn.Module, mace: MACE, point: TapPoint, images: torch.
     for k in range(mace.K):
         own = y == k
         if not bool(own.any()):
-            raise ValueError(f"No evaluation image of class {k}: rules 3 and 4 are measured on a class's own images; "
-                             "give images of every class.")
+            raise ValueError(f"No evaluation image of class {outputs[k]}: rules 3 and 4 are measured on a class's own "
+                             "images; give images of every class.")
         for j in range(mace.C):
             foreign = int((y[top[:, k, j]] != k).sum())
             pos_all = float((r[:, k, j] > 0).float().mean())
@@ -77,7 +81,7 @@ def prune_concepts(model: nn.Module, mace: MACE, point: TapPoint, images: torch.
             pos_own = float((r[own, k, j] > 0).float().mean())
             fired = {"top_t": foreign > S, "positive_everywhere": pos_all > positive_share,
                      "masks_everything": m_share >= mask_share, "negative_on_class": pos_own < own_positive}
-            rows.append({"class": k, "concept": j, "foreign_in_top_t": foreign, "positive_share": pos_all,
+            rows.append({"class": outputs[k], "concept": j, "foreign_in_top_t": foreign, "positive_share": pos_all,
                          "mask_share": m_share, "own_positive_share": pos_own, **fired,
                          "pruned": any(fired.values()) or not bool(mace.active[k, j]), "kept_minimum": False})
     table = pd.DataFrame(rows)

@@ -5,6 +5,11 @@ deterministic, so its tapped maps ``x``, dense outputs ``z`` and scores are comp
 (:func:`tap_all`, one forward pass per batch of images, never one per class) and the epochs train the MACE unit
 on them. Batches are class-balanced (:func:`balanced_batches`): the triplet loss needs two images of every class
 in each batch.
+
+Labels are the base model's output indices. A unit for some of the outputs only (``classes=``, e.g. 10 of an
+ImageNet classifier's 1000) takes images of those classes only; Eq. (2) compares each row's relevance estimate
+with the model's probability of that row's output (the softmax over all outputs), and ``L^O`` stays the KL
+divergence over all outputs.
 """
 
 from __future__ import annotations
@@ -60,30 +65,40 @@ def balanced_batches(labels: torch.Tensor, n_classes: int, per_class: int, seed:
 def mace_loss(mace: MACE, point: TapPoint, tapped: Tapped, labels: torch.Tensor, *,
               losses: Sequence[str] = LOSSES, relevance_form: str = "bce") -> dict[str, torch.Tensor]:
     """The total loss of Sec. 3.4 on one batch and its terms: ``{"E", "R", "D", "O", "total"}`` (terms left out of
-    ``losses`` are 0, for the ablation of SF17).
+    ``losses`` are 0, for the ablation of SF17). ``labels [B]``: the images' classes as model output indices,
+    among ``mace.classes``.
 
     Raises
     ------
     ValueError
-        If the batch holds fewer than two images of some class (the triplet loss has no positive then).
+        If the batch holds fewer than two images of some class (the triplet loss has no positive then), or a label
+        is not among ``mace.classes``.
     """
+    return _loss(mace, point, tapped, mace.rows(labels), losses, relevance_form)
+
+
+def _loss(mace: MACE, point: TapPoint, tapped: Tapped, rows: torch.Tensor, losses: Sequence[str],
+          relevance_form: str) -> dict[str, torch.Tensor]:
+    """:func:`mace_loss` with the labels as rows of ``mace`` (``rows [B]`` in ``0..K-1``)."""
     out = mace(tapped.x)
     zero = out["z_tilde"].new_zeros(())
     terms = dict.fromkeys(LOSSES, zero)
     if "E" in losses:
-        counts = torch.bincount(labels, minlength=mace.K)
+        counts = torch.bincount(rows, minlength=mace.K)
         few = [k for k in range(mace.K) if int(counts[k]) < 2]
         if few:
-            raise ValueError(f"The batch holds {[int(counts[k]) for k in few]} image(s) of classes {few}; the "
+            named = mace.classes[few].tolist()
+            raise ValueError(f"The batch holds {[int(counts[k]) for k in few]} image(s) of classes {named}; the "
                              "triplet loss of Eq. (1) needs at least 2 of every class. Use class-balanced batches "
                              "(xailib.mace.training.balanced_batches) or leave 'E' out of losses.")
-        terms["E"] = sum(triplet_loss(out["embeddings"][labels == k, k], mace.active[k]) for k in range(mace.K))
+        terms["E"] = sum(triplet_loss(out["embeddings"][rows == k, k], mace.active[k]) for k in range(mace.K))
     if "R" in losses:
-        terms["R"] = relevance_loss(out["logit"], F.softmax(tapped.logits, dim=1), relevance_form)
+        probs = F.softmax(tapped.logits, dim=1)                                  # [B, n_outputs]
+        terms["R"] = relevance_loss(out["logit"], probs[:, mace.classes], relevance_form)   # Eq. (2): f of each row
     if "D" in losses:
         terms["D"] = dense_loss(tapped.z, out["z_tilde"])
     if "O" in losses:
-        terms["O"] = output_loss(point.tail(out["z_tilde"].clone()), tapped.logits)
+        terms["O"] = output_loss(point.tail(out["z_tilde"].clone()), tapped.logits)   # KL over all outputs
     terms["total"] = sum(terms[t] for t in LOSSES)
     return terms
 
@@ -92,8 +107,8 @@ def train_mace(model: nn.Module, images: torch.Tensor, labels, *, layer: str | N
                tail: nn.Module | None = None, mace: MACE | None = None, n_concepts: int = 10, embedding_dim: int = 32,
                hidden: Sequence[int] = (64,), epochs: int = 20, lr: float = 1e-3, per_class: int = 4,
                losses: Sequence[str] = LOSSES, relevance_form: str = "bce", seed: int = 0,
-               progress: bool = True) -> tuple[MACE, TapPoint, pd.DataFrame]:
-    """Train a MACE unit on ``model``'s ``images`` (labels: their classes) with Adam.
+               progress: bool = True, classes: Sequence[int] | None = None) -> tuple[MACE, TapPoint, pd.DataFrame]:
+    """Train a MACE unit on ``model``'s ``images`` (labels: their classes, model output indices) with Adam.
 
     Parameters
     ----------
@@ -108,6 +123,10 @@ def train_mace(model: nn.Module, images: torch.Tensor, labels, *, layer: str | N
         Images of each class per batch (batch size ``K * per_class``), at least 2.
     losses : subset of ``("E", "R", "D", "O")``
         The terms trained (SF17's ablation leaves out "O" or "D").
+    classes : sequence of int, optional
+        A new unit's classes (:class:`~xailib.mace.model.MACE`): the model outputs its rows stand for, e.g. the
+        10 of an ImageNet classifier's 1000 that the images show; default every output. Every label must be one of
+        them. With ``mace`` given, its own classes are used (``classes``, if given, must equal them).
 
     Returns
     -------
@@ -133,22 +152,29 @@ def train_mace(model: nn.Module, images: torch.Tensor, labels, *, layer: str | N
     point = find_tap_point(model, layer, tail)
     with model_state(model, train=False, requires_grad=False):
         if mace is None:
-            mace = MACE.for_model(model, point, images, n_concepts=n_concepts, embedding_dim=embedding_dim,
-                                  hidden=hidden, seed=seed)
+            mace = MACE.for_model(model, point, images, classes=classes, n_concepts=n_concepts,
+                                  embedding_dim=embedding_dim, hidden=hidden, seed=seed)
+        elif classes is not None and list(classes) != mace.classes.tolist():
+            raise ValueError(f"classes={list(classes)} differ from the given unit's classes {mace.classes.tolist()}; "
+                             "leave classes out when continuing to train a unit.")
         tapped = tap_all(model, point, images)
-        if int(y.max()) >= mace.K or int(y.min()) < 0:
+        n_out = tapped.logits.shape[1]
+        if int(mace.classes.max()) >= n_out:
+            raise ValueError(f"The unit's classes {mace.classes.tolist()} are not all outputs of the model, which has "
+                             f"{n_out}.")
+        if mace.classes.tolist() == list(range(mace.K)) and (int(y.max()) >= mace.K or int(y.min()) < 0):
             raise ValueError(f"labels must be class indices in 0..{mace.K - 1}, got {int(y.min())}..{int(y.max())}.")
+        y_rows = mace.rows(y).cpu()                                              # the labels' rows of the unit
         opt = torch.optim.Adam(mace.parameters(), lr=lr)
         rows = []
         mace.train()
         for epoch in tqdm(range(epochs), desc="MACE", disable=not progress, leave=False):
             sums = dict.fromkeys((*LOSSES, "total"), 0.0)
-            batches = balanced_batches(y, mace.K, per_class, seed * 100003 + epoch)
+            batches = balanced_batches(y_rows, mace.K, per_class, seed * 100003 + epoch)
             for idx in batches:
                 idx_dev = idx.to(tapped.x.device)
                 batch = Tapped(tapped.x[idx_dev], tapped.z[idx_dev], tapped.logits[idx_dev])
-                terms = mace_loss(mace, point, batch, y[idx].to(tapped.x.device), losses=losses,
-                                  relevance_form=relevance_form)
+                terms = _loss(mace, point, batch, y_rows[idx].to(tapped.x.device), losses, relevance_form)
                 opt.zero_grad()
                 terms["total"].backward()
                 opt.step()
