@@ -12,13 +12,11 @@ import json
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 
-from xailib.reproduce import reproduce
-from xailib.results import PAPER_TABLE_COLUMNS, VERDICTS
-from xailib.utils import repo_root
+from tests.real_scale_helpers import check_paper_table, run_notebook, scene, table
+
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
 #: Images per class folder: AfI 02's smoke profile takes 4 + 4 per class (students' training and held-out halves),
@@ -30,6 +28,11 @@ RESNET18_STAGES = {"relu": "32 x 32 x 64", "layer1": "16 x 16 x 64", "layer2": "
                    "layer3": "4 x 4 x 256", "layer4": "2 x 2 x 512"}
 
 
+def _run(notebook: str, folder, tmp_path, **extra):
+    """Run afi/<notebook> on the smoke profile on the real-scale path; the figures folder, and its printed text."""
+    return run_notebook("afi", notebook, {**REAL_SCALE, "data_root": str(folder), **extra}, tmp_path)
+
+
 @pytest.fixture(scope="module")
 def standin_folder(tmp_path_factory):
     rng = np.random.default_rng(0)
@@ -37,18 +40,8 @@ def standin_folder(tmp_path_factory):
     for wnid in WNIDS:
         (root / wnid).mkdir(parents=True)
         for i in range(PER_CLASS):
-            Image.fromarray(_scene(rng)).save(root / wnid / f"ILSVRC2012_val_{i:08d}.JPEG", quality=90)
+            Image.fromarray(scene(rng)).save(root / wnid / f"ILSVRC2012_val_{i:08d}.JPEG", quality=90)
     return root
-
-
-def _scene(rng) -> np.ndarray:
-    """A 90 x 110 photo stand-in (not square: resize + crop apply): a plain background with 3-5 coloured
-    rectangles and mild noise, so that SLIC finds coherent segments for afi/03's ACE concepts."""
-    pixels = np.broadcast_to(rng.integers(0, 256, size=3), (90, 110, 3)).astype(np.int64)
-    for _ in range(rng.integers(3, 6)):
-        y0, x0 = rng.integers(0, 60), rng.integers(0, 80)
-        pixels[y0:y0 + rng.integers(15, 40), x0:x0 + rng.integers(15, 40)] = rng.integers(0, 256, size=3)
-    return np.clip(pixels + rng.integers(-12, 13, size=pixels.shape), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -72,32 +65,7 @@ def concept_folder(tmp_path_factory):
     return root
 
 
-def _run(notebook: str, folder, tmp_path, **extra):
-    """Run afi/<notebook> on the smoke profile on the real-scale path; the figures folder, and its printed text."""
-    out = tmp_path / "out"
-    reproduce(only=f"afi/{notebook}", profile="smoke", device="cpu", progress=False,
-              params={**REAL_SCALE, "data_root": str(folder), **extra},
-              notebooks_dir=repo_root() / "notebooks", figures_dir=out / "figures", build_dir=out / "build")
-    cells = json.loads((out / "build" / "executed" / "afi" / f"{notebook}.ipynb").read_text())["cells"]
-    printed = "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", [])
-                      if o.get("name") == "stdout")
-    return out / "figures" / "afi", printed
 
-
-def _table(folder, stem: str) -> pd.DataFrame:
-    return pd.read_csv(folder / f"{stem}.csv")
-
-
-def _check_paper_table(folder, stem: str) -> pd.DataFrame:
-    """The closing paper-vs-ours table: its columns, at least one row, only the four verdicts, and a row whose value
-    of ours could not be measured here (n/a, NaN) is never judged against the paper: it is "not comparable"."""
-    table = _table(folder, stem)
-    assert tuple(table.columns) == PAPER_TABLE_COLUMNS and len(table) > 0
-    assert set(table["verdict"]) <= set(VERDICTS), set(table["verdict"]) - set(VERDICTS)
-    unmeasured = table["ours"].astype(str).str.lower().str.contains("nan")  # pandas reads "n/a" as NaN
-    judged = table[unmeasured & (table["verdict"] != "not comparable")]
-    assert judged.empty, judged[["quantity", "ours", "verdict"]].to_string()
-    return table
 
 
 def _check_parameters(folder, stem: str, standin_folder) -> None:
@@ -113,19 +81,19 @@ def _stand_in_line(printed: str, what: str) -> bool:
 @pytest.mark.slow
 def test_attacking_notebook_runs_a_torchvision_model_on_a_standin_folder(standin_folder, tmp_path):
     folder, printed = _run("01_attacking", standin_folder, tmp_path)
-    attack = _table(folder, "tableS1_attacking")
+    attack = table(folder, "tableS1_attacking")
     assert list(attack.columns) == ["model", "split", "clean_accuracy", "perturbed_accuracy", "n_images", "n_classes"]
     assert attack["model"].tolist() == ["resnet18", "resnet18"] and attack["split"].tolist() == ["train", "test"]
     assert (attack["n_images"] > 0).all() and attack["n_images"].sum() <= 2 * 3 * len(WNIDS)
     assert attack["clean_accuracy"].tolist() == [1.0, 1.0]  # the predictions stand in for the labels
     assert attack["perturbed_accuracy"].between(0, 1).all()
-    unmatched = _table(folder, "tableS2_unmatched")
+    unmatched = table(folder, "tableS2_unmatched")
     assert unmatched["model"].tolist() == ["resnet18", "resnet18"] and "unmatched_accuracy" in unmatched
-    learning = _table(folder, "occluder_learning")
+    learning = table(folder, "occluder_learning")
     assert set(learning["model"]) == {"resnet18"} and learning["class"].between(0, 999).all()
     assert learning["n_images"].sum() == attack["n_images"].iloc[0]  # every training image has its class's occluder
     assert (folder / "figS1_occluders_resnet18.png").exists()
-    paper = _check_paper_table(folder, "paper_vs_ours_attacking")
+    paper = check_paper_table(folder, "paper_vs_ours_attacking")
     assert {"Table 1 / S1", "Table S1", "Table S2"} <= set(paper["artifact"])
     assert paper["quantity"].str.contains(r"\(resnet18", regex=True).all()
     assert paper["quantity"].str.contains("resnet18 for ResNet-50").any()
@@ -136,7 +104,7 @@ def test_attacking_notebook_runs_a_torchvision_model_on_a_standin_folder(standin
 @pytest.mark.slow
 def test_feature_attribution_notebook_runs_a_torchvision_model_on_a_standin_folder(standin_folder, tmp_path):
     folder, printed = _run("02_feature_attribution", standin_folder, tmp_path)
-    students = _table(folder, "table2_students")
+    students = table(folder, "table2_students")
     assert list(students.columns) == ["model", "class", "method", "accuracy", "n_train", "n_test", "n_features", "design"]
     assert set(students["model"]) == {"resnet18"} and set(students["method"]) == {"gradient", "afi_no_t", "afi"}
     empty = (students["n_train"] == 0) | (students["n_test"] == 0)  # no balanced task: accuracy not defined
@@ -144,10 +112,10 @@ def test_feature_attribution_notebook_runs_a_torchvision_model_on_a_standin_fold
     designs = ["every stage, 4 training images per class", "every stage, 2 training images per class",
                "last stage, 4 training images per class", "last stage, 2 training images per class"]
     assert sorted(set(students["design"])) == sorted(designs)
-    summary = _table(folder, "table2_summary")
+    summary = table(folder, "table2_summary")
     assert summary["model"].tolist() == ["resnet18"] * 4 and sorted(summary["design"]) == sorted(designs)
     assert (folder / "table2_students.png").exists()
-    paper = _check_paper_table(folder, "paper_vs_ours_distillation")
+    paper = check_paper_table(folder, "paper_vs_ours_distillation")
     assert set(paper["artifact"]) == {"Table 2"} and paper["quantity"].str.contains(r"\(resnet18", regex=True).all()
     accuracy = paper["quantity"].str.startswith("student accuracy, ")  # one row per method of the judged design
     assert accuracy.sum() == 3 and paper.loc[accuracy, "quantity"].str.contains("resnet18 for ResNet-50").all()
@@ -162,18 +130,18 @@ def test_feature_attribution_notebook_runs_a_torchvision_model_on_a_standin_fold
 @pytest.mark.slow
 def test_class_impressions_notebook_runs_a_torchvision_model_on_a_standin_folder(standin_folder, tmp_path):
     folder, printed = _run("04_class_impressions", standin_folder, tmp_path)
-    by_layer = _table(folder, "fig3_impressions_by_layer")
+    by_layer = table(folder, "fig3_impressions_by_layer")
     assert list(by_layer.columns) == ["model", "layer", "shape", "recognised", "n_classes", "gain"]
     assert set(by_layer["model"]) == {"resnet18"}
     assert dict(zip(by_layer["layer"], by_layer["shape"])) == RESNET18_STAGES  # in order, input to output
     assert by_layer["layer"].tolist() == list(RESNET18_STAGES)
     assert by_layer["recognised"].between(0, 1).all() and (by_layer["n_classes"] >= 1).all()
-    table3 = _table(folder, "table3_chosen_layer")
+    table3 = table(folder, "table3_chosen_layer")
     assert table3["model"].tolist() == ["resnet18"]
     chosen = table3["layer"].iloc[0]
     assert (isinstance(chosen, float) and math.isnan(chosen)) or table3["shape"].iloc[0] == RESNET18_STAGES[chosen]
     assert (folder / "fig3_class_impressions_imagenet-folder.png").exists()
-    paper = _check_paper_table(folder, "paper_vs_ours_impressions")
+    paper = check_paper_table(folder, "paper_vs_ours_impressions")
     assert paper["artifact"].tolist() == ["Table 3", "Fig. 3", "Fig. 3"]
     assert paper["verdict"].iloc[0] == "not comparable" and "resnet18" in paper["quantity"].iloc[0]
     assert paper["paper"].iloc[0] == "ResBlock_4c 7 x 7 x 2048"  # resnet18 stands in for ResNet-50
@@ -186,13 +154,13 @@ def test_concept_attribution_notebook_runs_ace_concepts_on_a_standin_folder(stan
     folder, printed = _run("03_concept_attribution", standin_folder, tmp_path)
     assert "The ConceptWorld part: skipped on the real-scale path" in printed
     assert not (folder / "fig2_part_scores.csv").exists()              # no ConceptWorld part on a folder
-    curves = _table(folder, "fig2_superpixel_curves")
+    curves = table(folder, "fig2_superpixel_curves")
     assert set(curves["model"]) == {"resnet18"} and set(curves["method"]) == {"AfI", "TCAV", "random"}
     assert set(curves["mode"]) == {"ssc", "sdc"} and curves["class"].between(0, 999).all()
-    scores = _table(folder, "fig2_superpixel_scores")
+    scores = table(folder, "fig2_superpixel_scores")
     assert set(scores["method"]) == {"AfI", "TCAV"} and (scores["size"] > 0).all()
     assert (folder / "fig2_superpixels.png").exists()
-    paper = _check_paper_table(folder, "paper_vs_ours_concept_attribution")
+    paper = check_paper_table(folder, "paper_vs_ours_concept_attribution")
     assert paper["quantity"].str.contains("image-folder superpixel concepts; resnet18").all()
     assert not paper["quantity"].str.contains("ConceptWorld|Fashion-MNIST").any()
     _check_parameters(folder, "fig2_superpixel_curves", standin_folder)
@@ -203,7 +171,7 @@ def test_concept_attribution_notebook_runs_ace_concepts_on_a_standin_folder(stan
 def test_user_concepts_notebook_runs_a_tcav_concept_folder(standin_folder, concept_folder, tmp_path):
     folder, printed = _run("05_user_concepts", standin_folder, tmp_path, concept_root=str(concept_folder),
                            concept_groups="texture:striped,dotted;context:grass")
-    scores = _table(folder, "fig4_user_concepts")
+    scores = table(folder, "fig4_user_concepts")
     assert set(scores["model"]) == {"resnet18"}
     assert dict(scores.groupby("group")["concept"].unique().apply(sorted)) == {"texture": ["dotted", "striped"],
                                                                               "context": ["grass"]}
@@ -213,7 +181,7 @@ def test_user_concepts_notebook_runs_a_tcav_concept_folder(standin_folder, conce
     assert ((sums - 1).abs() < 1e-6).all() or (sums == 0).any()
     assert (folder / "fig4_user_concepts.png").exists()
     assert not (folder / "planted_bias_reliance.csv").exists()
-    _check_paper_table(folder, "paper_vs_ours_user_concepts")
+    check_paper_table(folder, "paper_vs_ours_user_concepts")
     params = json.loads((folder / "fig4_user_concepts.json").read_text())["parameters"]
     assert params["concept_root"] == str(concept_folder) and params["model"] == "resnet18"
     assert _stand_in_line(printed, "Fig. 4")
@@ -224,4 +192,4 @@ def test_user_concepts_notebook_without_a_concept_folder_says_what_it_needs(stan
     folder, printed = _run("05_user_concepts", standin_folder, tmp_path)
     assert "Fig. 4: skipped on the real-scale path: no concept folder was given" in printed
     assert "concept_root=" in printed and not (folder / "fig4_user_concepts.csv").exists()
-    _check_paper_table(folder, "paper_vs_ours_user_concepts")
+    check_paper_table(folder, "paper_vs_ours_user_concepts")

@@ -156,3 +156,18 @@ def test_outputs_comparison_rules():
     t = paper.outputs_comparison(spec, neg, ranks, tvo).set_index("artifact")["verdict"]
     assert t["Fig. 1 / Fig. 5a"] == "reproduced" and t["Sec. 4.2 / Fig. 1"] == "reproduced"
     assert t["Fig. 5b"] == "not reproduced" and t["Fig. 5c"] == "not reproduced"   # 1 of 2 is not more than half
+
+
+def test_a_unit_for_some_outputs_reads_labels_as_output_indices():
+    # rows stand for outputs 3 and 7; image 3 is of output 1, which MACE does not explain: it is an "other" image
+    rel = torch.tensor([[[2.0], [0.0]], [[4.0], [0.0]], [[1.0], [5.0]], [[-1.0], [1.0]]])
+    ex = _explanation(rel, torch.ones(2, 1, dtype=torch.bool), torch.rand(4, 10, generator=torch.Generator().manual_seed(1)))
+    ex.classes = [3, 7]
+    t = mo.relevance_true_vs_others(ex, [3, 3, 7, 1]).set_index("class")
+    assert t.loc[3, "avg_true"] == pytest.approx(3.0) and t.loc[3, "avg_others"] == pytest.approx(0.0)
+    assert t.loc[7, "avg_true"] == pytest.approx(5.0) and t.loc[7, "n_others"] == 3
+    assert ex.rows_of([7, 3]).tolist() == [1, 0]
+    with pytest.raises(ValueError, match="not among the explained classes"):
+        ex.rows_of([1])
+    ranks = mo.below_average_by_rank(ex, [3, 3, 7, 1])
+    assert set(ranks["class"]) == {3, 7} and set(ranks["rank"]) == {1, 2}

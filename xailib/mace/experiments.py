@@ -24,7 +24,7 @@ from xailib.mace.explain import Explanation, explain
 from xailib.mace.model import MACE, TapPoint
 from xailib.metrics import bootstrap_ci
 
-__all__ = ["block_structure", "embedding_distances", "explain_all", "concept_embeddings", "fit_and_prune",
+__all__ = ["block_structure", "embedding_distances", "explain_all", "concept_embeddings", "fit_and_prune", "fit_for_profile",
            "parse_outputs", "pruning_summary", "training_splits"]
 
 
@@ -195,3 +195,19 @@ def training_splits(subjects, model: nn.Module, dataset: str, n_train: int, n_he
           + (f"; {dropped} images of outputs with fewer than {min_images} images in a half are left out" if dropped
              else ""))
     return (x_tr[keep_tr], y_tr[keep_tr]), (x_te[keep_te], y_te[keep_te]), classes, names
+
+
+def fit_for_profile(run, model: nn.Module, train, held_out, *, n_concepts: int, embedding_dim: int, lr: float,
+                    epochs: int, finetune_epochs: int, seed: int = 0, classes=None, **train_kwargs):
+    """:func:`fit_and_prune` with the sizes every MACE notebook uses for ``run``'s profile: ``epochs`` and
+    ``finetune_epochs`` on the default profile (the paper profile: 64 and 16; smoke: 2 and 1), class-balanced
+    batches of 6 images a class (smoke: 2), S2's ``T = 10, S = 5`` (smoke: 3 and 1). Returns what
+    :func:`fit_and_prune` returns."""
+    return fit_and_prune(model, train, held_out,
+                         epochs=run.profile_value(smoke=2, default=epochs, paper=64),
+                         finetune_epochs=run.profile_value(smoke=1, default=finetune_epochs, paper=16),
+                         n_concepts=n_concepts, embedding_dim=embedding_dim, lr=lr,
+                         per_class=run.profile_value(smoke=2, default=6, paper=6), seed=seed,
+                         prune=dict(T=run.profile_value(smoke=3, default=10, paper=10),
+                                    S=run.profile_value(smoke=1, default=5, paper=5)),
+                         classes=classes, **train_kwargs)

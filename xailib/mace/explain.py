@@ -52,6 +52,18 @@ class Explanation:
     estimate: torch.Tensor
     image_size: tuple[int, int] = (0, 0)
 
+    def rows_of(self, classes) -> torch.Tensor:
+        """The rows of this explanation (its :attr:`classes`) that hold ``classes`` (model output indices, e.g.
+        labels or predicted classes): LongTensor ``[N]`` on the CPU; a clear error for a class not explained."""
+        wanted = torch.as_tensor(classes).long().flatten().cpu()
+        index = {c: r for r, c in enumerate(self.classes)}
+        missing = sorted({int(c) for c in wanted.tolist()} - set(index))
+        if missing:
+            raise ValueError(f"classes {missing[:10]} are not among the explained classes {self.classes[:10]}"
+                             f"{' ...' if len(self.classes) > 10 else ''}; explain them first (explain(..., "
+                             "classes=None) explains every class the MACE unit has).")
+        return torch.tensor([index[int(c)] for c in wanted.tolist()], dtype=torch.long)
+
     def upsampled(self, classes=None) -> torch.Tensor:
         """The concept maps of ``classes`` (output indices in :attr:`classes`; default all) bilinearly resized to the
         image, as Sec. 3.1 visualises a concept: ``[B, K'', C, H_img, W_img]``, non-negative."""

@@ -72,12 +72,13 @@ def concept_part_matching(ex: Explanation, labels, part_masks: torch.Tensor, *, 
                           part_names=None) -> pd.DataFrame:
     """One row per kept concept ``(class, concept)`` and part: ``iou`` (the mean, over the images of that class
     where the part is visible, of the IoU of the concept's thresholded map with the part), ``n_images``, and
-    ``best`` (True on the concept's best part). ``labels`` are row indices of ``ex``; ``part_masks [N, P, H, W]``."""
+    ``best`` (True on the concept's best part). ``labels``: the true classes (model output
+    indices); ``part_masks [N, P, H, W]``."""
     labels = torch.as_tensor(labels).long().flatten().cpu()
     maps = ex.upsampled()
     rows = []
     for c in range(maps.shape[1]):
-        own = torch.nonzero(labels == c).flatten()
+        own = torch.nonzero(labels == ex.classes[c]).flatten()
         if not len(own):
             continue
         for j in torch.nonzero(ex.active.cpu()[c]).flatten().tolist():

@@ -36,7 +36,7 @@ from xailib.mace.explain import Explanation, explain, normalise_maps
 from xailib.mace.model import MACE, TapPoint
 from xailib.metrics import bootstrap_ci, mask_iou
 
-__all__ = ["below_average_by_rank", "class_ranks", "class_specificity", "method_maps", "rank_summary",
+__all__ = ["below_average_by_rank", "class_ranks", "class_specificity", "method_maps", "rank_summary", "ranked_classes",
            "relevance_true_vs_others", "top_concept_maps"]
 
 
@@ -50,14 +50,13 @@ def class_ranks(probs: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def _rows_of(ex: Explanation, classes: torch.Tensor) -> torch.Tensor:
-    """The rows of ``ex`` (its :attr:`Explanation.classes`) that hold ``classes [B]`` (model output indices)."""
-    index = {c: r for r, c in enumerate(ex.classes)}
-    missing = sorted({int(c) for c in classes.tolist()} - set(index))
-    if missing:
-        raise ValueError(f"classes {missing} are not among the explained classes {ex.classes}; explain them first "
-                         "(explain(..., classes=None) explains every class MACE has).")
-    return torch.tensor([index[int(c)] for c in classes.tolist()], dtype=torch.long)
+def ranked_classes(ex: Explanation, rank: int) -> torch.Tensor:
+    """The class (model output index) ranked ``rank`` (1 = the most probable) among ``ex``'s classes in each image:
+    LongTensor ``[B]`` on the CPU."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= len(ex.classes):
+        raise ValueError(f"rank must be an int in 1..{len(ex.classes)} (the classes explained), got {rank!r}.")
+    order = ex.probs.cpu()[:, ex.classes].argsort(dim=1, descending=True, stable=True)
+    return torch.tensor(ex.classes)[order[:, rank - 1]]
 
 
 def top_concept_maps(ex: Explanation, classes) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -72,7 +71,7 @@ def top_concept_maps(ex: Explanation, classes) -> tuple[torch.Tensor, torch.Tens
     classes = torch.as_tensor(classes).long().flatten().cpu()
     if len(classes) != ex.maps.shape[0]:
         raise ValueError(f"classes needs one entry per image ({ex.maps.shape[0]}), got {len(classes)}.")
-    rows = _rows_of(ex, classes)
+    rows = ex.rows_of(classes)
     b = torch.arange(len(rows))
     rel = ex.relevance[b, rows.to(ex.relevance.device)].cpu()                    # [B, C]
     active = ex.active.cpu()[rows]                                                 # [B, C]
@@ -102,13 +101,14 @@ def method_maps(model: nn.Module, mace: MACE, point: TapPoint, images: torch.Ten
     return maps
 
 
-def _kept_positive(relevance: torch.Tensor, active: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per class: the average relevance of each concept over that class's images ``[K, C]`` and which of them count
+def _kept_positive(relevance: torch.Tensor, active: torch.Tensor, labels: torch.Tensor, classes
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class (row ``c`` stands for output ``classes[c]``, ``labels`` are outputs): the average relevance of each concept over that class's images ``[K, C]`` and which of them count
     (kept and with a positive average) ``[K, C]`` bool."""
     k = relevance.shape[1]
     avg = torch.full(relevance.shape[1:], float("nan"), dtype=torch.float64)
     for c in range(k):
-        own = labels == c
+        own = labels == classes[c]
         if bool(own.any()):
             avg[c] = relevance[own, c].double().mean(0)
     return avg, active.cpu() & (avg > 0)
@@ -119,11 +119,11 @@ def below_average_by_rank(ex: Explanation, labels, max_rank: int | None = None) 
     ``rho`` (``n_images``), and over them the mean share of ``k``'s counted concepts whose relevance is below its
     average over ``k``'s own images (``share_below``; NaN for a class without counted concepts or images).
 
-    ``labels`` are row indices of ``ex`` (the true classes); ranks come from ``ex.probs`` restricted to ``ex``'s
-    classes."""
+    ``labels`` are the true classes (model output indices; images of classes MACE does not explain only take part
+    in the ranks); ranks come from ``ex.probs`` restricted to ``ex``'s classes."""
     labels = torch.as_tensor(labels).long().flatten().cpu()
     rel = ex.relevance.cpu()
-    avg, counted = _kept_positive(rel, ex.active, labels)
+    avg, counted = _kept_positive(rel, ex.active, labels, ex.classes)
     ranks = class_ranks(ex.probs.cpu()[:, ex.classes])                               # [N, K'] among MACE's classes
     k = rel.shape[1]
     max_rank = k if max_rank is None else min(int(max_rank), k)
@@ -166,13 +166,13 @@ def rank_summary(table: pd.DataFrame, n_boot: int = 5000, seed: int = 0) -> pd.D
 def relevance_true_vs_others(ex: Explanation, labels) -> pd.DataFrame:
     """Fig. 5c: per kept concept ``(class, concept)``: ``avg_true`` (mean relevance over the images of its class),
     ``avg_others`` (over all other images), their sizes, ``difference = avg_true - avg_others`` and its 95%
-    interval ``diff_low .. diff_high`` (normal approximation with Welch's standard error). ``labels`` are row
-    indices of ``ex``."""
+    interval ``diff_low .. diff_high`` (normal approximation with Welch's standard error). ``labels`` are the true
+    classes (model output indices); "others" are the images of any other class."""
     labels = torch.as_tensor(labels).long().flatten().cpu()
     rel = ex.relevance.cpu().double()
     rows = []
     for c in range(rel.shape[1]):
-        own = labels == c
+        own = labels == ex.classes[c]
         for j in torch.nonzero(ex.active.cpu()[c]).flatten().tolist():
             a, b = rel[own, c, j].numpy(), rel[~own, c, j].numpy()
             diff = float(a.mean() - b.mean()) if len(a) and len(b) else float("nan")
@@ -198,9 +198,7 @@ def class_specificity(model: nn.Module, mace: MACE, point: TapPoint, images: tor
         ``negative``: one row per image and rank: the share of that class's kept concepts with negative relevance.
     """
     ex = explain(model, mace, point, images)
-    ranks = class_ranks(ex.probs.cpu()[:, ex.classes])
-    cls = torch.tensor(ex.classes)
-    first, second = (cls[(ranks == r).float().argmax(1)] for r in (1, 2))
+    first, second = ranked_classes(ex, 1), ranked_classes(ex, 2)
     maps = {r: method_maps(model, mace, point, images, t, baselines, name) for r, t in ((1, first), (2, second))}
     rows = []
     for m in maps[1]:
@@ -210,7 +208,7 @@ def class_specificity(model: nn.Module, mace: MACE, point: TapPoint, images: tor
     neg = []
     rel, active = ex.relevance.cpu(), ex.active.cpu()
     for r, t in ((1, first), (2, second)):
-        rows_t = _rows_of(ex, t)
+        rows_t = ex.rows_of(t)
         for i, row in enumerate(rows_t.tolist()):
             keep = active[row]
             neg.append({"image": i, "rank": r, "class": int(t[i]), "n_concepts": int(keep.sum()),

@@ -174,7 +174,7 @@ def outputs_comparison(specificity: pd.DataFrame, negative: pd.DataFrame, ranks:
     rows.append(paper_row(
         "Sec. 4.2 / Fig. 1", f"for an incorrect (second-ranked) class most concepts have negative relevance{tag}",
         "most (the fox: 1 concept of the second-ranked class positive)", _ci_text(ci2),
-        "reproduced" if ci2.low > 0.5 else "not reproduced",
+        "not comparable" if ci2.n == 0 else "reproduced" if ci2.low > 0.5 else "not reproduced",
         f"share of the second-ranked class's kept concepts with negative relevance, mean over {ci2.n} images "
         f"(the predicted class: {_ci_text(ci1)}); rule: reproduced if the interval lies above 0.5"))
     trend = ranks.attrs.get("trend", {})
@@ -185,29 +185,35 @@ def outputs_comparison(specificity: pd.DataFrame, negative: pd.DataFrame, ranks:
         "Fig. 5b", f"the share of positive concepts below their average grows as the class's rank falls{tag}",
         "yes (increasing bars over the ranks)",
         f"Spearman {trend.get('spearman', float('nan')):+.3f} [{low:+.3f}, {trend.get('ci_high', float('nan')):+.3f}]",
-        "reproduced" if low > 0 else "not reproduced",
-        f"mean over {trend.get('n_classes', 0)} classes of the Spearman correlation between rank and share; rule: "
+        "not comparable" if not trend.get("n_classes") else "reproduced" if low > 0 else "not reproduced",
+        ("not measurable: no class has shares at 3 ranks or more; " if not trend.get("n_classes") else "")
+        + f"mean over {trend.get('n_classes', 0)} classes of the Spearman correlation between rank and share; rule: "
         f"reproduced if its interval lies above 0; bars: {bars}"))
     n = len(true_vs_others)
     sig = int((true_vs_others["diff_low"] > 0).sum())
     rows.append(paper_row(
         "Fig. 5c", f"each concept's relevance is higher on its own class's images than on other classes'{tag}",
         "yes, for all the concepts (AVG Others significantly lower)", f"{sig} of {n} concepts",
-        "reproduced" if sig == n and n else "partly" if sig > n / 2 else "not reproduced",
+        "not comparable" if not n else "reproduced" if sig == n else "partly" if sig > n / 2 else "not reproduced",
         f"per kept concept, AVG True minus AVG Others with a 95% Welch interval; mean AVG True "
         f"{true_vs_others['avg_true'].mean():+.3f}, AVG Others {true_vs_others['avg_others'].mean():+.3f}; "
         "rule: reproduced if every interval lies above 0, partly if more than half"))
     return paper_table(rows)
 
 
-def localisation_comparison(table: pd.DataFrame, coverage: pd.DataFrame, model: str = "") -> pd.DataFrame:
+def localisation_comparison(table: pd.DataFrame | None, coverage: pd.DataFrame | None, model: str = ""
+                            ) -> pd.DataFrame:
     """Table 1 and its proxy beside the paper: :func:`xailib.mace.localisation.localisation_table` and
-    :func:`xailib.mace.localisation.parts_covered`. The human study is not rerun, so every row is ``not
-    comparable``; the rows give the proxy's numbers and say whether its ordering matches the votes'."""
+    :func:`xailib.mace.localisation.parts_covered` (None where there are no part masks: only the Table 1 row).
+    The human study is not rerun, so every row is ``not comparable``; the rows give the proxy's numbers and say
+    whether its ordering matches the votes'."""
     tag = f" ({model})" if model else ""
     rows = [paper_row("Table 1", "share of 410 human votes for the most helpful explanation",
                       "; ".join(f"{m} {v:.2f}%" for m, v in TABLE1_VOTES.items()), "not rerun", "not comparable",
-                      "a human study; the rows below are a proxy on ConceptWorld's part masks, not that study")]
+                      "a human study; the rows below are a proxy on ConceptWorld's part masks, not that study"
+                      if table is not None else "a human study; the proxy needs part masks, which these images lack")]
+    if table is None or coverage is None:
+        return paper_table(rows)
     cis = {m: {q: bootstrap_ci(t[q].to_numpy(dtype=float), n_boot=5000) for q in ("best_part_iou", "pointing")}
            for m, t in table.groupby("method", sort=False)}
     order = sorted(cis, key=lambda m: -cis[m]["best_part_iou"].mean)

@@ -9,7 +9,7 @@ images whose prediction it did not change.
 
 Choices the paper leaves open, made here:
 
-* the class explained is the clean image's prediction, on both images;
+* the class explained is the clean image's prediction (the most probable of MACE's classes), on both images;
 * MACE's saliency map is the **union** of the predicted class's kept concept masks (the mask of Fig. 4b;
   method ``"MACE"``), and, beside it, its highest-relevance concept alone (``"MACE (top concept)"``);
 * **rotation**: an explanation that turns with the image is robust, so the clean map is rotated by the same
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from xailib.mace.explain import explain
-from xailib.mace.faithfulness import threshold_masks, union_masks
+from xailib.mace.faithfulness import predicted_rows, threshold_masks, union_masks
 from xailib.mace.model import MACE, TapPoint
 from xailib.mace.outputs import top_concept_maps
 from xailib.metrics import mask_iou
@@ -55,9 +55,9 @@ def saliency_maps(model: nn.Module, mace: MACE, point: TapPoint, images: torch.T
     from xailib.baselines import attribute
 
     ex = explain(model, mace, point, images)
-    pred = ex.probs.argmax(1).cpu()
+    pred = predicted_rows(ex)[1].cpu()                                       # the most probable of MACE's classes
     targets = pred if targets is None else torch.as_tensor(targets).long().flatten().cpu()
-    rows = torch.tensor([ex.classes.index(int(t)) for t in targets.tolist()])
+    rows = ex.rows_of(targets)
     b = torch.arange(len(rows))
     maps = {"MACE": ex.upsampled()[b, rows].cpu(), "MACE (top concept)": top_concept_maps(ex, targets)[0]}
     for m in baselines:
