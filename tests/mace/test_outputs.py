@@ -140,7 +140,8 @@ def test_robustness_comparison_rule():
             rows.append({"method": m, "perturbation": "noise", "amount": 0.01, "protocol": "same pixels",
                          "threshold": 0.5, "image": i, "iou": v, "same_prediction": True})
     t = paper.robustness_comparison(pd.DataFrame(rows))
-    assert t["verdict"].tolist() == ["partly", "partly"]                   # ahead of GradCAM, behind GradCAM++
+    # ahead of GradCAM, behind GradCAM++: partly for noise; no perturbation fully reproduced: not reproduced overall
+    assert t["verdict"].tolist() == ["partly", "not reproduced"]
     assert set(t["verdict"]) <= set(VERDICTS)
 
 
