@@ -12,11 +12,12 @@ MODELS ?= *
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 export PYTHONHASHSEED := 0
 
-.PHONY: help install data reproduce test test-unit test-notebooks lab models bench clean
+.PHONY: help install data reproduce test test-unit test-slow test-notebooks lab models bench clean
 
 help:
 	@echo "make reproduce   create .venv, then run every paper notebook with papermill (figures/ and tables)"
 	@echo "make test        unit tests, then every notebook under nbval on the smoke profile"
+	@echo "make test-slow   the slow tests: real-scale stand-ins through the runner, reproducibility (CI runs both)"
 	@echo "make lab         JupyterLab on notebooks/"
 	@echo "make models      retrain the model zoo from scratch (deterministic); one tier: make models TIER=deep"
 	@echo "                 (or TIER=shallow), some models: make models MODELS='vgg-*-conceptworld-hard'"
@@ -47,8 +48,13 @@ reproduce: install
 
 test: install test-unit test-notebooks
 
+# the fast suite; the tests marked slow (real-scale stand-ins through the runner, the reproducibility check) are
+# `make test-slow`, which CI (.ci/run) runs after `make test`
 test-unit: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-slow: install
+	$(PY) -m pytest -q -m slow tests
 
 test-notebooks: install
 	$(PY) -m xailib.reproduce --prepare-smoke build/nbval
