@@ -109,12 +109,17 @@ def explain(model: nn.Module, mace: MACE, point: TapPoint, images: torch.Tensor,
     check_model(model)
     images = check_images(images, model)
     chosen = _check_classes(classes, mace)
-    with torch.no_grad(), eval_mode(model), eval_mode(mace):
+    with torch.no_grad(), eval_mode(mace):                                  # tap() puts the model in eval mode
         t = tap(model, point, images)
         out = mace(t.x)
-    sel = mace.rows(chosen, "class").to(out["maps"].device)                   # the rows of the classes asked for
-    ex = Explanation(out["maps"][:, sel], out["relevance"][:, sel], mace.active[sel], chosen,
-                     F.softmax(t.logits, dim=1), torch.sigmoid(out["logit"][:, sel]), tuple(images.shape[-2:]))
+    if classes is None:                                                      # every row, in order: no copies
+        maps, relevance, active, logit = out["maps"], out["relevance"], mace.active.clone(), out["logit"]
+    else:
+        sel = mace.rows(chosen, "class").to(out["maps"].device)               # the rows of the classes asked for
+        maps, relevance, active, logit = out["maps"][:, sel], out["relevance"][:, sel], mace.active[sel], \
+            out["logit"][:, sel]
+    ex = Explanation(maps, relevance, active, chosen, F.softmax(t.logits, dim=1), torch.sigmoid(logit),
+                     tuple(images.shape[-2:]))
     if upsample:
         ex.maps = ex.upsampled()
     return ex
