@@ -2,8 +2,10 @@
 
 (a) Explaining one image for every class (target: at most 2x one forward pass of the base model).
     ``xailib.mace.explain.explain(model, mace, point, x)`` for one image and all ``K`` classes (one tapped forward
-    pass of the base model, then the MACE unit on the tapped map, the maps upsampled to the image) against
-    ``model(x)`` on the same image, in eval mode without gradients. Also for a batch of 64 images.
+    pass of the base model, then the MACE unit on the tapped map: every class's concept maps, at the tapped layer's
+    resolution, and relevances) against ``model(x)`` on the same image, in eval mode without gradients. Also with
+    ``upsample=True`` (all ``K x C`` maps resized to the image as well, :func:`xailib.maps.resize_bilinear`), and
+    for a batch of 64 images.
 (b) Training throughput: one MACE training step (the total loss of Sec. 3.4 on a class-balanced batch of the
     cached tapped maps, backward, Adam) against one forward pass of the base model on the same batch of images;
     the ratio is step time / forward time. The base model runs once per image for a whole training run (its
@@ -61,11 +63,12 @@ def _repeat(fn, n):
 
 def bench_explain(model, mace, point, images, rounds, repeat) -> dict:
     out = {}
-    for label, x in (("one image", images[:1]), ("64 images", images[:64])):
+    for label, x, up in (("one image", images[:1], False), ("one image, its maps upsampled,", images[:1], True),
+                         ("64 images", images[:64], False)):
         with model_state(model, train=False, requires_grad=False), torch.no_grad():
-            (t_exp, t_fwd), _ = side_by_side([_repeat(lambda: explain(model, mace, point, x), repeat),
+            (t_exp, t_fwd), _ = side_by_side([_repeat(lambda: explain(model, mace, point, x, upsample=up), repeat),
                                               _repeat(lambda: model(x), repeat)], rounds)
-        out[label] = {"images": len(x), "explain_s": t_exp / repeat, "forward_s": t_fwd / repeat,
+        out[label] = {"images": len(x), "upsample": up, "explain_s": t_exp / repeat, "forward_s": t_fwd / repeat,
                       "ratio": t_exp / t_fwd, "classes": mace.K}
     return out
 

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from xailib.maps import resize_bilinear
 
 __all__ = [
     "to_numpy_image",
@@ -71,7 +72,7 @@ def upsample_map(amap, size: tuple[int, int]) -> np.ndarray:
                                    dtype=np.float32))
     if t.dim() != 2:
         raise ValueError(f"amap must be one map [h, w], got shape {tuple(t.shape)}.")
-    return F.interpolate(t[None, None], size=tuple(size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    return resize_bilinear(t, size).numpy()
 
 
 def normalized_heat(amap, size: tuple[int, int]) -> np.ndarray:

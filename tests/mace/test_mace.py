@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from xailib.layers import count_hooks
@@ -170,6 +171,9 @@ def test_explanations_for_any_class_from_one_forward_pass(zoo, data):
     assert ex.maps.shape[:3] == (4, 10, 3) and ex.relevance.shape == (4, 10, 3)
     big = ex.upsampled()                                         # resized to the image, as Sec. 3.1 shows them
     assert big.shape == (4, 10, 3, 28, 28) and (big >= 0).all()
+    h, w = ex.maps.shape[-2:]                                    # bilinear, as F.interpolate resizes
+    ref = F.interpolate(ex.maps.reshape(4, 30, h, w), size=(28, 28), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(big, ref.reshape(4, 10, 3, 28, 28), atol=1e-6, rtol=0)
     torch.testing.assert_close(ex.upsampled([6]), big[:, [6]])
     with pytest.raises(ValueError, match="not explained"):
         explain(zoo, mace, point, data[0][:1], classes=[1]).upsampled([2])

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xailib.checks import check_images, check_model, check_positive_int
+from xailib.maps import resize_bilinear
 from xailib.mace.model import MACE, TapPoint, eval_mode, tap
 
 __all__ = ["Explanation", "explain", "prototypes", "normalise_maps"]
@@ -74,11 +75,10 @@ class Explanation:
                              "them to explain(..., classes=...).")
         rows = [self.classes.index(c) for c in wanted]
         maps = self.maps[:, rows]
-        b, k, c, h, w = maps.shape
+        h, w = maps.shape[-2:]
         if (h, w) == tuple(self.image_size):
             return maps
-        return F.interpolate(maps.reshape(b, k * c, h, w), size=self.image_size, mode="bilinear",
-                             align_corners=False).clamp_min(0).reshape(b, k, c, *self.image_size)
+        return resize_bilinear(maps, self.image_size)      # non-negative: ReLU'd maps, non-negative weights
 
 
 def _check_classes(classes, mace: MACE) -> list[int]:
@@ -111,7 +111,7 @@ def explain(model: nn.Module, mace: MACE, point: TapPoint, images: torch.Tensor,
     chosen = _check_classes(classes, mace)
     with torch.no_grad(), eval_mode(mace):                                  # tap() puts the model in eval mode
         t = tap(model, point, images)
-        out = mace(t.x)
+        out = mace(t.x, z_tilde=False)
     if classes is None:                                                      # every row, in order: no copies
         maps, relevance, active, logit = out["maps"], out["relevance"], mace.active.clone(), out["logit"]
     else:

@@ -338,13 +338,17 @@ class MACE(nn.Module):
         """``z~`` from all embeddings (pruned ones zeroed): ``[B, L]``."""
         return self.out((e * self.active[None, :, :, None]).flatten(1))
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, z_tilde: bool = True) -> dict[str, torch.Tensor]:
         """All of MACE on a tapped map ``x [B, D, H, W]``: ``maps``, ``embeddings``, ``relevance``, ``logit``
-        (of the relevance estimators) and ``z_tilde``."""
+        (of the relevance estimators) and ``z_tilde`` (the output generator's, needed by the losses only: an
+        explanation skips it with ``z_tilde=False``)."""
         maps = self.maps(x)
         e = self.embed(maps)
         r = self.relevance(e)
-        return {"maps": maps, "embeddings": e, "relevance": r, "logit": self.logit(r), "z_tilde": self.output(e)}
+        out = {"maps": maps, "embeddings": e, "relevance": r, "logit": self.logit(r)}
+        if z_tilde:
+            out["z_tilde"] = self.output(e)
+        return out
 
     def _check_x(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or tuple(x.shape[1:]) != (self.D, self.H, self.W):
