@@ -44,3 +44,17 @@ def vgg():
 def images():
     """Three random 1 x 28 x 28 images in [0, 1] (seed 1), the input of :func:`vgg`."""
     return torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A dask.distributed Client of a LocalCluster of two single-threaded worker processes on this machine (the
+    environment variables the cluster sets in this process are restored after)."""
+    from distributed import Client, LocalCluster
+
+    from xailib.reproduce import environment_restored
+
+    with environment_restored(), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        yield client

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -167,6 +168,7 @@ def test_only_matching_nothing_exits_2_and_lists_notebooks(project, capsys):
     (["-p", "profile", "smoke"], "use --profile"),
     (["--profile", "fast"], "unknown profile 'fast'"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--workers", "0"], "--workers must be a positive int"),
 ])
 def test_usage_errors_exit_2_with_one_line(project, capsys, argv, message):
     assert cli(project, *argv) == 2
@@ -218,3 +220,80 @@ def test_prepare_smoke_injects_smoke_profile_without_executing(project, capsys):
     (foreign / "notes.txt").write_text("keep me")
     assert cli(project, "--prepare-smoke", str(foreign)) == 2
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+# -- past one process: Dask ----------------------------------------------------------------------------------------
+
+ENVIRONMENT = """\
+import os, torch
+run = Run(paper="toy", notebook="02_env", params=dict(profile=profile), output_dir=output_dir)
+env = {k: str(os.environ.get(k)) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED")}
+env["torch_threads"] = str(torch.get_num_threads())
+run.save_table(pd.DataFrame({"name": list(env), "value": list(env.values())}), "environment")
+"""
+
+
+def test_workers_and_scheduler_are_exclusive(project, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli(project, "--workers", "2", "--scheduler", "tcp://127.0.0.1:1")
+    assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(rp.ReproduceError, match="not both"):
+        rp.reproduce(workers=2, scheduler="tcp://127.0.0.1:1", notebooks_dir=project / "notebooks")
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_outputs_of_a_serial_run(project, capsys):
+    """The same tables and figures, byte for byte, and the same kernel environment (threads, hash seed): Dask's
+    workers set OMP_NUM_THREADS=1 for themselves, which the kernels must not inherit."""
+    write_notebook(project / "notebooks" / "toy" / "02_env.ipynb", ENVIRONMENT)
+    assert cli(project, "--profile", "smoke", "--device", "cpu") == 0
+    serial = digest(project / "figures" / "toy")
+    serial_env = (project / "figures" / "toy" / "environment.csv").read_text()
+    assert cli(project, "--profile", "smoke", "--device", "cpu", "--workers", "2") == 0
+    assert "Ran 3 notebook(s)" in capsys.readouterr().out
+    parallel = digest(project / "figures" / "toy")
+    assert set(parallel) == set(serial)
+    for name in ("table1.csv", "table1.md", "fig1.png", "fig1.pdf", "environment.csv"):
+        assert parallel[name] == serial[name], (name, serial_env,
+                                                (project / "figures" / "toy" / "environment.csv").read_text())
+    assert "PYTHONHASHSEED,0" in serial_env
+    assert not any((project / "build" / "staging").iterdir())
+
+
+@pytest.mark.slow
+def test_parallel_failure_names_notebook_and_cell_and_leaves_figures(project, capsys):
+    nbs = project / "notebooks"
+    write_notebook(nbs / "toy" / "02_fails.ipynb", "x = 1\nraise ValueError('broken on purpose')")
+    figures = project / "figures" / "toy"
+    figures.mkdir(parents=True)
+    (figures / "table1.csv").write_bytes(b"k,value\n0,old\n")
+    before = digest(project / "figures")
+    assert cli(project, "--profile", "smoke", "--device", "cpu", "--workers", "2") == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[0].startswith("FAILED ") and "toy/02_fails.ipynb" in err.splitlines()[0]
+    assert "cell 2 (In [" in err and "line 2: raise ValueError('broken on purpose')" in err
+    assert "ValueError: broken on purpose" in err
+    assert digest(project / "figures") == before           # 01_toy succeeded, but nothing was published
+
+
+@pytest.mark.slow
+def test_an_existing_cluster_by_its_scheduler_address(project, capsys):
+    from distributed import LocalCluster
+
+    before = dict(os.environ)
+    with rp.environment_restored(), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        assert cli(project, "--profile", "smoke", "--device", "cpu", "--only", "toy/*",
+                   "--scheduler", cluster.scheduler_address) == 0
+    assert (project / "figures" / "toy" / "table1.csv").is_file()
+    assert "Ran 1 notebook(s)" in capsys.readouterr().out
+    assert dict(os.environ) == before
+
+
+def test_environment_restored_after_a_local_cluster():
+    from distributed import LocalCluster
+
+    before = dict(os.environ)
+    with rp.environment_restored(), LocalCluster(n_workers=1, processes=True, dashboard_address=None):
+        pass
+    assert dict(os.environ) == before

@@ -3,7 +3,8 @@
 Command line::
 
     python -m xailib.reproduce [--only GLOB] [--profile smoke|default|paper] [--device auto|cpu|cuda]
-                               [-p NAME VALUE]... [--list] [--prepare-smoke DIR]
+                               [-p NAME VALUE]... [--workers N | --scheduler ADDRESS] [--list]
+                               [--prepare-smoke DIR]
 
 What a run does
 ---------------
@@ -16,6 +17,15 @@ What a run does
 3. Only when every notebook succeeded are the staged outputs (``build/staging/<run-id>/<paper>/...``) copied over
    ``figures/<paper>/``. When one fails, the run stops, names the notebook and the failing cell, exits with
    status 1, and ``figures/`` is left as it was.
+
+Past one process: ``--workers N`` runs the selected notebooks in parallel on a ``dask.distributed``
+``LocalCluster`` of ``N`` single-threaded worker processes on this machine, ``--scheduler ADDRESS`` on an existing
+cluster (its workers must see this checkout at the same path, a shared filesystem, with xailib installed: the
+runner checks that and says so otherwise). Each notebook is one task; every kernel gets the thread and hash-seed
+environment a serial run gives it (Dask's workers set ``OMP_NUM_THREADS=1`` for their own process, which would
+change torch's thread count and so the last bits of some numbers), so the outputs are the same either way. Staging
+still holds: ``figures/`` is replaced only when every notebook succeeded, and the first failure names the notebook
+and the cell (the others are cancelled; on a ``LocalCluster`` the running ones are stopped with it).
 
 ``--prepare-smoke DIR`` writes parameterised, unexecuted copies (``profile="smoke"``, ``device="cpu"``) for
 ``pytest --nbval-lax DIR``; ``--list`` shows the notebooks and their parameters. Usage errors exit with status 2.
@@ -101,6 +111,10 @@ class NotebookFailed(RuntimeError):
         self.staging = staging
         self.error_line = error_line
         super().__init__(self.report())
+
+    def __reduce__(self):  # picklable, so that a Dask worker's failure reaches the runner whole
+        return (type(self), (self.notebook, self.executed, self.cell_index, self.exec_count, self.first_line,
+                             self.ename, self.evalue, self.staging, self.error_line))
 
     def report(self) -> str:
         """A few lines for a human: which notebook, which cell, what error, where to look."""
@@ -197,6 +211,52 @@ def _environment(**values: str) -> Iterator[None]:
     finally:
         for k in added:
             os.environ.pop(k, None)
+
+
+# the variables a kernel's numbers can depend on: torch's and BLAS's thread counts, and the hash seed
+_KERNEL_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED")
+
+
+def _kernel_environment() -> dict[str, str | None]:
+    """What a serial run's kernels inherit of :data:`_KERNEL_ENV` (None: unset), ``PYTHONHASHSEED`` 0 by default."""
+    env = {k: os.environ.get(k) for k in _KERNEL_ENV}
+    if env["PYTHONHASHSEED"] is None:
+        env["PYTHONHASHSEED"] = "0"
+    return env
+
+
+@contextlib.contextmanager
+def _exact_environment(values: Mapping[str, str | None]) -> Iterator[None]:
+    """Set (or, for None, unset) these environment variables, whatever they were; restore them on exit."""
+    old = {k: os.environ.get(k) for k in values}
+
+    def apply(vals):
+        for k, v in vals.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    apply(values)
+    try:
+        yield
+    finally:
+        apply(old)
+
+
+@contextlib.contextmanager
+def environment_restored() -> Iterator[None]:
+    """Restore the whole environment on exit. Starting a Dask ``LocalCluster`` sets its workers' variables
+    (``PYTHONHASHSEED=6640``, ``MKL_NUM_THREADS=1``, ...) in the parent process too and leaves them there; they would
+    reach every kernel started later in the same process."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for k in set(os.environ) - set(saved):
+            del os.environ[k]
+        for k, v in saved.items():
+            if os.environ.get(k) != v:
+                os.environ[k] = v
 
 
 # -- discovery ----------------------------------------------------------------------------------------------
@@ -352,6 +412,88 @@ def _run_one(nb: _Notebook, executed: Path, parameters: dict[str, Any], kernel_n
                              staging) from exc
 
 
+def _run_task(path: str, rel: str, executed: str, parameters: dict[str, Any], kernel_name: str, staging: str,
+              env: Mapping[str, str | None]) -> str:
+    """One notebook as a Dask task: :func:`_run_one` with the kernel environment of a serial run; returns ``rel``,
+    raises :class:`NotebookFailed` (picklable) when the notebook fails."""
+    with _exact_environment(env):
+        _run_one(_Notebook(Path(path), rel, {}), Path(executed), parameters, kernel_name, Path(staging))
+    return rel
+
+
+def _check_cluster_options(workers, scheduler) -> None:
+    if workers is not None and scheduler is not None:
+        raise ReproduceError("give --workers N (a cluster on this machine) or --scheduler ADDRESS (an existing "
+                             "cluster), not both.")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ReproduceError(f"--workers must be a positive int (worker processes on this machine), got {workers!r}.")
+    if scheduler is not None and (not isinstance(scheduler, str) or not scheduler.strip()):
+        raise ReproduceError(f"--scheduler must be a scheduler address such as tcp://10.0.0.5:8786, got {scheduler!r}.")
+    if workers is not None or scheduler is not None:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise ReproduceError("--workers and --scheduler need dask.distributed: pip install 'distributed' "
+                                 "(make install puts the pinned one in .venv).") from None
+
+
+def _check_workers_see(client, paths: Sequence[Path]) -> None:
+    """Every worker of ``client`` must see ``paths`` (the notebooks, the build folder): a shared filesystem."""
+    def missing(names):
+        return [n for n in names if not os.path.exists(n)]
+    seen = client.run(missing, [str(p) for p in paths])
+    blind = {w: m for w, m in seen.items() if m}
+    if blind:
+        worker, names = next(iter(blind.items()))
+        raise ReproduceError(
+            f"{len(blind)} of {len(seen)} Dask worker(s) cannot see this checkout (e.g. {worker} lacks {names[0]}); "
+            "the workers must share its filesystem at the same path and have xailib installed, or use --workers N "
+            "for a cluster on this machine.")
+
+
+def _run_parallel(jobs: Sequence[tuple[_Notebook, Path, dict[str, Any]]], kernel_name: str, staging: Path,
+                  workers: int | None, scheduler: str | None, bar) -> None:
+    """Run ``(notebook, executed copy, parameters)`` jobs as Dask tasks; the first failure cancels the rest and is
+    raised. A ``LocalCluster`` of ``workers`` processes (one thread each) is started and closed here."""
+    env = _kernel_environment()        # before the cluster starts: LocalCluster sets its workers' variables here
+    with environment_restored():
+        _run_on_cluster(jobs, kernel_name, staging, workers, scheduler, bar, env)
+
+
+def _run_on_cluster(jobs, kernel_name, staging, workers, scheduler, bar, env) -> None:
+    """:func:`_run_parallel`'s work, the environment of each kernel given as ``env``."""
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    else:
+        try:
+            client = Client(scheduler, timeout="30s")
+        except OSError as exc:
+            raise ReproduceError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); start one "
+                                 "(dask scheduler / dask worker) or use --workers N.") from None
+    try:
+        if scheduler is not None:
+            _check_workers_see(client, [jobs[0][0].path, staging])
+        futures = [client.submit(_run_task, str(nb.path), nb.rel, str(executed), params, kernel_name, str(staging),
+                                 env, key=f"xailib-notebook-{nb.rel}-{staging.name}", pure=False, retries=0)
+                   for nb, executed, params in jobs]
+        for future in as_completed(futures):
+            try:
+                rel = future.result()
+            except BaseException:
+                client.cancel([f for f in futures if not f.done()])
+                raise
+            bar.set_description(rel)
+            bar.update(1)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
 def _publish(staging: Path, figures_dir: Path) -> dict[str, list[Path]]:
     """Copy every staged file over ``figures_dir`` (same relative path); return them grouped by paper."""
     written: dict[str, list[Path]] = {}
@@ -381,6 +523,8 @@ def reproduce(
     kernel_name: str = KERNEL_NAME,
     progress: bool = True,
     stream: TextIO | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> dict[str, list[Path]]:
     """Execute the selected notebooks with papermill; publish their outputs to ``figures_dir`` if all succeed.
 
@@ -402,6 +546,12 @@ def reproduce(
         Show a tqdm bar over the notebooks.
     stream : file, optional
         Where the summary is printed (default ``sys.stdout``).
+    workers : int, optional
+        Run the notebooks in parallel on a ``dask.distributed`` ``LocalCluster`` of this many worker processes
+        (default: serially, in this process). The outputs are the same either way.
+    scheduler : str, optional
+        The address of an existing Dask cluster's scheduler to run them on instead (workers sharing this
+        checkout's filesystem at the same path).
 
     Returns
     -------
@@ -411,7 +561,8 @@ def reproduce(
     Raises
     ------
     ReproduceError
-        Bad profile, device or parameter; no notebook selected; kernel missing.
+        Bad profile, device, parameter or cluster option; no notebook selected; kernel missing; a scheduler that
+        cannot be reached, or workers that do not see the checkout.
     NotebookFailed
         A notebook raised. Nothing under ``figures_dir`` has been changed.
     """
@@ -419,6 +570,7 @@ def reproduce(
 
     stream = stream or sys.stdout
     _check_profile_device(profile, device)
+    _check_cluster_options(workers, scheduler)
     extra = dict(params or {})
     notebooks = _collect(notebooks_dir, only)
     _check_extra_params(notebooks, extra)
@@ -436,13 +588,17 @@ def reproduce(
                   "and goes straight to its own default folder.", file=sys.stderr)
 
     t0 = time.perf_counter()
-    bar = tqdm(notebooks, unit="notebook", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    jobs = [(nb, build / "executed" / nb.rel, _parameters_for(nb, base, extra)) for nb in notebooks]
+    bar = tqdm(total=len(jobs), unit="notebook", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     with _environment(PYTHONHASHSEED="0"):
         try:
-            for nb in bar:
-                bar.set_description(nb.rel)
-                executed = build / "executed" / nb.rel
-                _run_one(nb, executed, _parameters_for(nb, base, extra), kernel_name, staging)
+            if workers is None and scheduler is None:
+                for nb, executed, parameters in jobs:
+                    bar.set_description(nb.rel)
+                    _run_one(nb, executed, parameters, kernel_name, staging)
+                    bar.update(1)
+            else:
+                _run_parallel(jobs, kernel_name, staging, workers, scheduler, bar)
         finally:
             bar.close()
 
@@ -562,6 +718,11 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prepare-smoke", metavar="DIR", default=None,
                         help="write smoke-profile copies (not executed) into DIR for pytest --nbval-lax DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=int, default=None, metavar="N",
+                         help="run the notebooks in parallel on a dask.distributed LocalCluster of N worker processes")
+    cluster.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                         help="run them on an existing Dask cluster (workers sharing this checkout's filesystem)")
     return parser
 
 
@@ -589,7 +750,7 @@ def main(argv: Sequence[str] | None = None, *, notebooks_dir: str | Path | None 
             return 0
         reproduce(args.only, args.profile or "default", args.device or "auto", params,
                   notebooks_dir=notebooks_dir, figures_dir=figures_dir, build_dir=build_dir,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, workers=args.workers, scheduler=args.scheduler)
     except ReproduceError as exc:
         return _usage_error(str(exc))
     except NotebookFailed as exc:

@@ -440,3 +440,31 @@ def test_occluder_can_move_pixels_that_sit_at_a_bound():
     assert torch.equal(d[1:], torch.zeros(3, dtype=torch.float64))    # no gradient there, lam = 0: untouched
     ref = learn_occluder_reference(model, x, 0, transform=False, lam=0.0, lr=0.1, max_iter=50)
     torch.testing.assert_close(ref["occluder"].flatten(), d, rtol=0, atol=1e-6)
+
+
+def test_groups_of_classes_equal_the_batched_run(vgg_set):
+    """Learning in groups of classes (serially here) gives the one batched run's occluders up to rounding, and the
+    same iterations, stops and kept images (mapped back to the positions in the images given)."""
+    model, x, y = vgg_set
+    classes = _classes_with(y)
+    res = learn_occluders(model, x, y, classes, **HYPER)
+    for per in (1, 2):
+        grouped = learn_occluders(model, x, y, classes, classes_per_task=per, **HYPER)
+        torch.testing.assert_close(grouped.occluders, res.occluders, rtol=0, atol=1e-6)
+        for name in ("classes", "n_images", "n_kept", "kept", "iterations", "stopped", "success_rate"):
+            assert getattr(grouped, name) == getattr(res, name), name
+    with pytest.raises(ValueError, match="classes_per_task must be a positive int"):
+        learn_occluders(model, x, y, classes, classes_per_task=0, **HYPER)
+
+
+@pytest.mark.slow
+def test_a_dask_client_gives_the_serial_groups_bit_for_bit(vgg_set, dask_client):
+    model, x, y = vgg_set
+    classes = _classes_with(y)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    serial = learn_occluders(model, x, y, classes, classes_per_task=1, **HYPER)
+    on_cluster = learn_occluders(model, x, y, classes, client=dask_client, **HYPER)
+    assert torch.equal(on_cluster.occluders, serial.occluders)
+    for name in ("classes", "kept", "iterations", "stopped", "success_rate", "loss_history"):
+        assert getattr(on_cluster, name) == getattr(serial, name), name
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
