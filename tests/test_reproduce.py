@@ -227,7 +227,8 @@ def test_prepare_smoke_injects_smoke_profile_without_executing(project, capsys):
 ENVIRONMENT = """\
 import os, torch
 run = Run(paper="toy", notebook="02_env", params=dict(profile=profile), output_dir=output_dir)
-env = {k: str(os.environ.get(k)) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED")}
+env = {k: str(os.environ.get(k)) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED",
+                                         "MALLOC_TRIM_THRESHOLD_")}
 env["torch_threads"] = str(torch.get_num_threads())
 run.save_table(pd.DataFrame({"name": list(env), "value": list(env.values())}), "environment")
 """

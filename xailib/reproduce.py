@@ -218,8 +218,18 @@ _KERNEL_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PY
 
 
 def _kernel_environment() -> dict[str, str | None]:
-    """What a serial run's kernels inherit of :data:`_KERNEL_ENV` (None: unset), ``PYTHONHASHSEED`` 0 by default."""
-    env = {k: os.environ.get(k) for k in _KERNEL_ENV}
+    """What a serial run's kernels inherit of :data:`_KERNEL_ENV` and of every variable Dask's nannies set for their
+    workers (``distributed.nanny.pre-spawn-environ`` and ``.environ``: thread counts, and ``MALLOC_TRIM_THRESHOLD_``,
+    which makes torch's allocations slow) (None: unset), ``PYTHONHASHSEED`` 0 by default."""
+    keys = list(_KERNEL_ENV)
+    try:
+        import dask
+
+        for section in ("distributed.nanny.pre-spawn-environ", "distributed.nanny.environ"):
+            keys += [k for k in (dask.config.get(section, default=None) or {}) if k not in keys]
+    except ImportError:
+        pass
+    env = {k: os.environ.get(k) for k in keys}
     if env["PYTHONHASHSEED"] is None:
         env["PYTHONHASHSEED"] = "0"
     return env
