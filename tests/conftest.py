@@ -54,7 +54,11 @@ def dask_client():
 
     from xailib.reproduce import environment_restored
 
-    with environment_restored(), \
-            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        yield client
+    with environment_restored():        # the variables leak when the cluster starts: restore them at once, for the
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    try:                                # kernels that other tests start while this session-wide cluster lives
+        with Client(cluster) as client:
+            yield client
+    finally:
+        with environment_restored():
+            cluster.close()

@@ -580,7 +580,9 @@ FALLBACKS = ("VBox(children=", "Loading widget...", "Error displaying widget", "
 def test_explorer_renders_in_jupyterlab(lab, browser, paper):
     url, token, log = lab
     notebook = NOTEBOOKS[paper]
-    browser.get(f"{url}/lab/tree/{notebook}?token={token}")
+    # a workspace of its own, reset: this notebook alone is open, so Run All Cells runs this one (in the shared
+    # default workspace the other explorer's tab could keep the focus)
+    browser.get(f"{url}/lab/workspaces/xailib-{paper}/tree/{notebook}?reset&token={token}")
     page = Page(browser, log, root=".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output > .widget-vbox")
     panel = Page(browser, log, root=".jp-NotebookPanel:not(.lm-mod-hidden)")
     panel.wait(lambda p: p.driver.find_elements(By.CSS_SELECTOR, f"{p.root} .jp-Notebook-ExecutionIndicator"
