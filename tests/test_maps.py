@@ -58,3 +58,9 @@ def test_same_size_is_a_copy():
 def test_bad_input(maps, size, match):
     with pytest.raises(ValueError, match=match):
         resize_bilinear(maps, size)
+
+
+def test_weights_are_a_copy_of_the_cache():
+    w = bilinear_weights(2, 4, dtype=torch.float64)
+    w.mul_(0)                                             # a caller's in-place change must not reach the cache
+    assert torch.equal(bilinear_weights(2, 4, dtype=torch.float64)[1], torch.tensor([0.75, 0.25], dtype=torch.float64))

@@ -40,7 +40,9 @@ def bilinear_weights(n_in: int, n_out: int, dtype=torch.float32, device="cpu") -
     - 1/2`` (clamped to ``[0, n_in - 1]``), from its two neighbours. Each row sums to 1."""
     n_in = check_positive_int(n_in, "n_in")
     n_out = check_positive_int(n_out, "n_out")
-    return _weights64(n_in, n_out).to(device=device, dtype=dtype)
+    cached = _weights64(n_in, n_out)
+    out = cached.to(device=device, dtype=dtype)
+    return out.clone() if out.data_ptr() == cached.data_ptr() else out   # never hand out the cached tensor itself
 
 
 def resize_bilinear(maps: torch.Tensor, size) -> torch.Tensor:
