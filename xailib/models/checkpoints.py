@@ -63,9 +63,10 @@ def build_command(name: str) -> str:
             f"`python -m xailib.models.train --only {name}`")
 
 
-def checkpoint_dir() -> Path:
-    """The folder holding the checkpoints and ``manifest.json`` (:data:`CHECKPOINT_DIR`)."""
-    return Path(CHECKPOINT_DIR)
+def checkpoint_dir(folder: str | os.PathLike | None = None) -> Path:
+    """The folder holding the checkpoints and ``manifest.json``: :data:`CHECKPOINT_DIR` (the zoo's), or
+    ``folder`` for another set of checkpointed models (e.g. the additive explainer's performers)."""
+    return Path(CHECKPOINT_DIR if folder is None else folder)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -77,9 +78,9 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def read_manifest() -> dict:
-    """The manifest as a dict (``{"models": {}}`` when there is none yet)."""
-    path = checkpoint_dir() / MANIFEST
+def read_manifest(folder: str | os.PathLike | None = None) -> dict:
+    """The manifest of :func:`checkpoint_dir` ``(folder)`` as a dict (``{"models": {}}`` when there is none yet)."""
+    path = checkpoint_dir(folder) / MANIFEST
     if not path.is_file():
         return {"models": {}}
     try:
@@ -90,16 +91,17 @@ def read_manifest() -> dict:
         ) from None
 
 
-def write_manifest(manifest: dict) -> Path:
-    """Write ``manifest.json`` (sorted keys, indented, so diffs stay readable)."""
-    path = checkpoint_dir() / MANIFEST
+def write_manifest(manifest: dict, folder: str | os.PathLike | None = None) -> Path:
+    """Write ``manifest.json`` into :func:`checkpoint_dir` ``(folder)`` (sorted keys, indented, so diffs stay
+    readable)."""
+    path = checkpoint_dir(folder) / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path
 
 
 @contextlib.contextmanager
-def manifest_lock():
+def manifest_lock(folder: str | os.PathLike | None = None):
     """Hold an exclusive lock (POSIX ``flock`` on a file in the temp folder, named after the checkpoint folder)
     so that two training runs never lose each other's manifest entries; a no-op where ``fcntl`` does not exist."""
     try:
@@ -109,7 +111,7 @@ def manifest_lock():
         return
     import tempfile
 
-    key = hashlib.sha256(str(checkpoint_dir().resolve()).encode()).hexdigest()[:16]
+    key = hashlib.sha256(str(checkpoint_dir(folder).resolve()).encode()).hexdigest()[:16]
     with open(Path(tempfile.gettempdir()) / f"xailib-manifest-{key}.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -118,7 +120,7 @@ def manifest_lock():
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def save_checkpoint(model: torch.nn.Module, name: str, info: dict) -> dict:
+def save_checkpoint(model: torch.nn.Module, name: str, info: dict, folder: str | os.PathLike | None = None) -> dict:
     """Save ``model.state_dict()`` as ``<name>.pt`` and record it with its sha256 in the manifest.
 
     Parameters
@@ -128,27 +130,30 @@ def save_checkpoint(model: torch.nn.Module, name: str, info: dict) -> dict:
         Zoo name, e.g. ``"vgg-conceptworld"``.
     info : dict
         Extra fields for the manifest entry (accuracy, timings, ...).
+    folder : path, optional
+        Another checkpoint folder than the zoo's (:func:`checkpoint_dir`).
 
     Returns
     -------
     dict
         The manifest entry.
     """
-    folder = checkpoint_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.pt"
+    where = checkpoint_dir(folder)
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / f"{name}.pt"
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     torch.save(state, path)
     entry = dict(info, file=path.name, sha256=sha256_file(path), bytes=path.stat().st_size,
                  torch=torch.__version__.split("+")[0])
-    with manifest_lock():
-        manifest = read_manifest()
+    with manifest_lock(folder):
+        manifest = read_manifest(folder)
         manifest.setdefault("models", {})[name] = entry
-        write_manifest(manifest)
+        write_manifest(manifest, folder)
     return entry
 
 
-def load_state_dict(name: str, check: bool = True) -> tuple[dict, dict]:
+def load_state_dict(name: str, check: bool = True, folder: str | os.PathLike | None = None,
+                    rebuild: str | None = None) -> tuple[dict, dict]:
     """The state dict of zoo model ``name`` and its manifest entry, after checking the file's sha256.
 
     Parameters
@@ -157,6 +162,10 @@ def load_state_dict(name: str, check: bool = True) -> tuple[dict, dict]:
         Zoo name, e.g. ``"resnet-fashion-mnist"``.
     check : bool
         Verify the sha256 against the manifest (default). Turn off only for a file you just trained.
+    folder : path, optional
+        Another checkpoint folder than the zoo's (:func:`checkpoint_dir`).
+    rebuild : str, optional
+        The command that rebuilds this checkpoint, for the error messages (default: :func:`build_command`).
 
     Raises
     ------
@@ -165,32 +174,33 @@ def load_state_dict(name: str, check: bool = True) -> tuple[dict, dict]:
         match (corrupted); the message names the ``make models`` command that builds it
         (:func:`build_command`) and, where it helps, the ``git checkout`` that restores it.
     """
-    folder = checkpoint_dir()
-    path = folder / f"{name}.pt"
-    entry = read_manifest().get("models", {}).get(name)
+    where = checkpoint_dir(folder)
+    path = where / f"{name}.pt"
+    entry = read_manifest(folder).get("models", {}).get(name)
+    command = build_command(name) if rebuild is None else rebuild
     if not path.is_file() and entry is None:
         raise CheckpointError(
             f"The checkpoint of {name!r} is missing: it is not trained yet (no {path.name} and no entry in "
-            f"{folder / MANIFEST}). Build it with {build_command(name)}."
+            f"{where / MANIFEST}). Build it with {command}."
         )
     if not path.is_file():
         raise CheckpointError(
             f"The checkpoint file of {name!r} is missing ({path}) although {MANIFEST} lists it: it was not "
             f"committed or was deleted. Restore it with `git checkout -- {path}`, or retrain it with "
-            f"{build_command(name)}."
+            f"{command}."
         )
     if entry is None:
         raise CheckpointError(
-            f"The manifest entry of {name!r} is missing: {path} exists but {folder / MANIFEST} does not list it "
-            f"(its sha256 cannot be checked). Retrain it with {build_command(name)}, or restore the manifest "
-            f"with `git checkout -- {folder / MANIFEST}`."
+            f"The manifest entry of {name!r} is missing: {path} exists but {where / MANIFEST} does not list it "
+            f"(its sha256 cannot be checked). Retrain it with {command}, or restore the manifest "
+            f"with `git checkout -- {where / MANIFEST}`."
         )
     if check:
         digest = sha256_file(path)
         if digest != entry.get("sha256"):
             raise CheckpointError(
                 f"Checkpoint {path} is corrupted: its sha256 {digest[:12]}... does not match the manifest's "
-                f"{str(entry.get('sha256'))[:12]}.... Retrain it with {build_command(name)}, or "
+                f"{str(entry.get('sha256'))[:12]}.... Retrain it with {command}, or "
                 f"`git checkout -- {path}` to restore the shipped file."
             )
     state = torch.load(path, map_location="cpu", weights_only=True)
