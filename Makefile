@@ -12,7 +12,7 @@ MODELS ?= *
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 export PYTHONHASHSEED := 0
 
-.PHONY: help install data browsers reproduce test test-unit test-slow test-notebooks lab demo models bench binder-check clean
+.PHONY: help install data browsers reproduce test test-unit test-slow test-notebooks lab demo models performers bench binder-check clean
 
 help:
 	@echo "make reproduce   create .venv, then run every paper notebook with papermill (figures/ and tables)"
@@ -22,6 +22,7 @@ help:
 	@echo "make demo        the explorer notebooks (gap/03, mace/05) as a Voila app on http://127.0.0.1:$(DEMO_PORT)/"
 	@echo "make models      retrain the model zoo from scratch (deterministic); one tier: make models TIER=deep"
 	@echo "                 (or TIER=shallow), some models: make models MODELS='vgg-*-conceptworld-hard'"
+	@echo "make performers  retrain the additive explainer's performers (deterministic); some: make performers ONLY='vgg-m-*'"
 	@echo "make bench       run benchmarks/ (results under benchmarks/results/)"
 	@echo "make binder-check  build Binder's environment from binder/ alone in a fresh venv, run the smoke notebooks"
 
@@ -92,6 +93,11 @@ demo: install
 
 models: install
 	$(PY) -m xailib.models.train --tier $(TIER) --only '$(MODELS)'
+
+# The additive explainer's performers (xailib/explainer/checkpoints): ONLY= a glob over their names,
+# e.g. make performers ONLY='vgg-m-*-icnn'
+performers: install
+	$(PY) -m xailib.explainer.performers --only '$(ONLY)'
 
 bench: install
 	$(PY) benchmarks/run_all.py
