@@ -3,8 +3,16 @@ import math
 import pytest
 import torch
 
-from xailib.explainer.additive import (AdditiveExplainer, AlphaNet, distillation_loss, prior_loss,
-                                       prior_loss_reference, prior_weight, train_explainer)
+from xailib.explainer.additive import (
+    AdditiveExplainer,
+    AlphaNet,
+    _floor_init,
+    distillation_loss,
+    prior_loss,
+    prior_loss_reference,
+    prior_weight,
+    train_explainer,
+)
 from xailib.explainer.evaluation import relative_deviation
 from xailib.metrics import spearman
 
@@ -114,3 +122,35 @@ def test_training_bad_input():
         train_explainer(feats, bad, y_hat, progress=False)
     with pytest.raises(ValueError, match="beta"):
         train_explainer(feats, y, y_hat, beta=-1.0, progress=False)
+
+
+def test_training_warns_on_probabilities_and_checks_g_width():
+    feats, y, y_hat = _correlated_task(n=8)
+    probs = torch.sigmoid(y_hat)
+    with pytest.warns(UserWarning, match="before it"):
+        train_explainer(feats, y, probs, epochs=1, progress=False)
+    g = AlphaNet(feats.shape[1], y.shape[1] + 1)
+    g.train()
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    with pytest.raises(ValueError, match=f"output width must equal the number of concepts.*n_concepts={y.shape[1]}"):
+        train_explainer(feats, y, y_hat, g=g, progress=False)
+    assert g.training
+    for k, v in g.state_dict().items():
+        torch.testing.assert_close(v, before[k])          # the check's forward changed no running statistic
+    with pytest.raises(ValueError, match="init"):
+        train_explainer(feats, y, y_hat, init="mean", progress=False)
+    with pytest.raises(ValueError, match="positive=False"):
+        train_explainer(feats, y, y_hat, init="floor", positive=False, beta=0.0, progress=False)
+
+
+def test_floor_init_by_hand():
+    # y_hat = (1, 3, 5), sum_i y_i = (1, 2, 3): b = min y_hat = 1, then a = sum (y_hat - b) s / sum s^2
+    # = (0 + 4 + 12) / (1 + 4 + 9) = 16 / 14
+    feats = torch.rand(3, 2, 2, 2)
+    y = torch.tensor([[1.0, 0.0], [1.0, 1.0], [2.0, 1.0]])
+    y_hat = torch.tensor([1.0, 3.0, 5.0])
+    e = AdditiveExplainer(AlphaNet(2, 2), positive=True)
+    with torch.no_grad():
+        _floor_init(e, y, y_hat)
+    assert e.b.item() == pytest.approx(1.0)
+    assert torch.nn.functional.softplus(e.g.fc.bias.detach()).mean().item() == pytest.approx(16 / 14, rel=1e-5)

@@ -26,6 +26,7 @@ trains on those tensors; it never calls the performer.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -35,7 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from xailib.checks import check_positive_float, check_positive_int, check_seed
+from xailib.checks import check_choice, check_positive_float, check_positive_int, check_seed
+from xailib.layers import model_state
 from xailib.utils import resolve_device
 
 __all__ = [
@@ -326,13 +328,39 @@ def _check_training_tensors(inputs, concepts, y_hat, priors):
     for name, t in (("inputs", inputs), ("concepts", concepts), ("y_hat", y_hat), ("priors", priors)):
         if t is not None and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} contains NaN or inf; the explainer cannot distil from them.")
+    if bool(((y_hat >= 0) & (y_hat <= 1)).all()) and float(y_hat.max() - y_hat.min()) > 0:
+        warnings.warn("y_hat lies within [0, 1] like probabilities after a softmax or sigmoid; the paper explains "
+                      "the score before it (a logit, or the log-odds of a binary performer). Pass that score, or "
+                      "ignore this warning if [0, 1] is its true range.", UserWarning, stacklevel=3)
+
+
+def _check_g_width(g: nn.Module, inputs: torch.Tensor, n: int) -> None:
+    """``g``'s output width must be the number of concepts: one forward of two inputs, in eval mode, no grad."""
+    with model_state(g, train=False), torch.no_grad():
+        out = g(inputs[:2].to(next(iter(g.parameters()), inputs).device))
+    if out.dim() != 2 or out.shape[1] != n:
+        raise ValueError(f"g gives alpha of shape {tuple(out.shape)} for 2 images, but there are {n} concepts: g's "
+                         f"output width must equal the number of concepts (build it with n_concepts={n}).")
+
+
+def _floor_init(explainer: AdditiveExplainer, concepts: torch.Tensor, y_hat: torch.Tensor) -> None:
+    """``b = min(y_hat)``; ``alpha`` near ``a = max(sum (y_hat - b) s / sum s^2, 1e-3)``, ``s = sum_i y_i``."""
+    y_hat = y_hat.double()
+    b = float(y_hat.min())
+    total = concepts.double().sum(1)
+    denom = float((total * total).sum())
+    a = max(float(((y_hat - b) * total).sum()) / denom, 1e-3) if denom > 0 else 1e-3
+    explainer.b.fill_(b)
+    fc = getattr(explainer.g, "fc", None)
+    if isinstance(explainer.g, AlphaNet) and isinstance(fc, nn.Linear) and fc.bias is not None:
+        fc.bias.fill_(math.log(math.expm1(a)))                           # softplus(bias) = a
 
 
 def train_explainer(inputs: torch.Tensor, concepts: torch.Tensor, y_hat: torch.Tensor,
                     priors: torch.Tensor | None = None, *, beta: float = 10.0, positive: bool = True,
                     g: nn.Module | None = None, width: int = 64, depth: int = 2, epochs: int = 30,
                     batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.0, seed: int = 0,
-                    device="auto", progress: bool = True) -> TrainedExplainer:
+                    init: str = "zero", device="auto", progress: bool = True) -> TrainedExplainer:
     """Learn an additive explainer by distillation with prior losses (Eq. 3), or the baseline (``beta = 0``).
 
     Each epoch ``t`` minimises ``L + lambda(t) * prior_loss(alpha, w)`` with Adam over shuffled batches;
@@ -359,6 +387,13 @@ def train_explainer(inputs: torch.Tensor, concepts: torch.Tensor, y_hat: torch.T
     epochs, batch_size, lr, weight_decay : optimisation settings.
     seed : int
         Initialisation and batch order; the same seed gives the same explainer.
+    init : {"zero", "floor"}
+        Where the explainer starts (the paper does not say). ``"zero"``: ``b = 0`` and ``g`` as built.
+        ``"floor"`` (positive explainers): ``b = min(y_hat)``, the score left when no concept contributes (with
+        ``alpha, y >= 0`` the explainer cannot go below ``b``), and the default ``AlphaNet``'s output bias set so
+        that every ``alpha_i`` starts near the constant ``a`` that fits ``y_hat - b ~ a * sum_i y_i`` by least
+        squares. Adam moves ``b`` by about ``lr`` a step, so from 0 it needs hundreds of steps to reach a log-odds
+        floor of -10; this start saves them.
     device : str
         ``"auto"``: CUDA when available.
     progress : bool
@@ -375,6 +410,10 @@ def train_explainer(inputs: torch.Tensor, concepts: torch.Tensor, y_hat: torch.T
     lr = check_positive_float(lr, "lr")
     weight_decay = check_positive_float(weight_decay, "weight_decay", zero=True)
     seed = check_seed(seed)
+    init = check_choice(init, ["zero", "floor"], "init")
+    if init == "floor" and not positive:
+        raise ValueError("init='floor' starts a positive explainer (alpha, y >= 0) at its floor; use init='zero' "
+                         "with positive=False.")
     if inputs.dim() != 4 and g is None:
         raise ValueError(f"inputs must be [N, C, H, W] for the default AlphaNet, got {tuple(inputs.shape)}; pass "
                          "your own g for other inputs.")
@@ -386,9 +425,13 @@ def train_explainer(inputs: torch.Tensor, concepts: torch.Tensor, y_hat: torch.T
     torch.manual_seed(seed)
     if g is None:
         g = AlphaNet(inputs.shape[1], concepts.shape[1], width=width, depth=depth, positive=positive)
+    else:
+        _check_g_width(g.to(dev), inputs, concepts.shape[1])
     explainer = AdditiveExplainer(g, positive=positive).to(dev)
     with torch.no_grad():
         explainer.b.fill_(0.0)
+        if init == "floor":
+            _floor_init(explainer, concepts, y_hat)
     opt = torch.optim.Adam(explainer.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     n = len(inputs)
@@ -418,5 +461,5 @@ def train_explainer(inputs: torch.Tensor, concepts: torch.Tensor, y_hat: torch.T
         rows.append({"epoch": epoch, "lambda": lam, **{k: v / max(batches, 1) for k, v in sums.items()}})
     explainer.eval()
     config = {"beta": beta, "positive": positive, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-              "weight_decay": weight_decay, "seed": seed, "priors": use_priors, "width": width, "depth": depth}
+              "weight_decay": weight_decay, "seed": seed, "init": init, "priors": use_priors, "width": width, "depth": depth}
     return TrainedExplainer(explainer, pd.DataFrame(rows), beta if use_priors else 0.0, config)
