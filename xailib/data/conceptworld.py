@@ -59,6 +59,7 @@ __all__ = [
     "CONTEXT_NAMES",
     "MIN_SIZE",
     "LOOKALIKES",
+    "DERIVED_ATTRIBUTES",
 ]
 
 # --------------------------------------------------------------------------------------------------------------
@@ -80,6 +81,19 @@ CONTEXT_NAMES: tuple[str, ...] = ("sky", "grass", "water", "sand", "wall", "nigh
 
 #: Smallest image side: below it eyes, legs and antennae are under a pixel wide.
 MIN_SIZE = 32
+
+#: Attributes that are *known functions of the others* (:meth:`ConceptWorld.derived_attributes`), the ground truth
+#: of the additive explainer's Experiment 2: ``("sum", {attribute: weight})`` is the weighted sum of those
+#: attributes (a real-valued score), ``("any", [attributes])`` is 1 where any of them is 1. They are read off the
+#: recipes like the other attributes, so the pixels that carry them are those of the parts, textures, colours and
+#: backgrounds named, and nothing else: a model can only predict them through those.
+DERIVED_ATTRIBUTES: dict[str, tuple] = {
+    "part_score": ("sum", {"has_horns": 2.0, "has_wings": 1.5, "has_tail": 1.0, "has_ears": 1.0,
+                           "has_crest": -1.0, "has_fins": -1.5, "has_antennae": -2.0}),
+    "patterned": ("any", ["texture_stripes", "texture_dots", "texture_checker", "texture_zigzag"]),
+    "warm": ("any", ["colour_red", "colour_orange", "colour_yellow", "colour_pink"]),
+    "outdoor": ("any", ["context_sky", "context_grass", "context_water", "context_sand"]),
+}
 
 _PALETTE = torch.tensor([
     [0.86, 0.10, 0.10],  # red
@@ -1383,6 +1397,24 @@ class ConceptWorld:
         col = ((r.colour[:, :, None] == torch.arange(K, device=pres.device)) & pres[:, :, None]).any(1)
         ctx = r.context[:, None] == torch.arange(X, device=pres.device)
         return torch.cat([pres, tex, col, ctx], dim=1).float()
+
+    @property
+    def derived_attribute_names(self) -> list[str]:
+        """The names of :data:`DERIVED_ATTRIBUTES`, in the columns' order of :meth:`derived_attributes`."""
+        return list(DERIVED_ATTRIBUTES)
+
+    def derived_attributes(self, recipes: Recipe) -> torch.Tensor:
+        """:data:`DERIVED_ATTRIBUTES` of each scene: ``[N, D]`` float32, computed from :meth:`attributes` by their
+        definitions (weighted sums are real-valued, the others 0/1)."""
+        base = self.attributes(recipes)
+        col = {name: i for i, name in enumerate(self.attribute_names)}
+        out = []
+        for name, (kind, spec) in DERIVED_ATTRIBUTES.items():
+            if kind == "sum":
+                out.append(sum(w * base[:, col[a]] for a, w in spec.items()))
+            else:
+                out.append(base[:, [col[a] for a in spec]].amax(1))
+        return torch.stack(out, 1).float()
 
     def _concept_masks(self, part_index: torch.Tensor, r: Recipe, clutter_index: torch.Tensor) -> torch.Tensor:
         n, H, W = part_index.shape
