@@ -5,6 +5,7 @@ from xailib.explainer import experiments as ex
 from xailib.explainer.interpretable import MaskLayer, mask_layers
 from xailib.explainer.performers import (
     ARCHS,
+    ATTRIBUTE_PERFORMER,
     CHECKPOINTS,
     binary_task,
     build_performer,
@@ -64,7 +65,7 @@ def test_select_and_names():
 
 def test_shipped_performers_are_all_listed_and_load():
     listed = read_manifest(CHECKPOINTS).get("models", {})
-    assert sorted(listed) == sorted(performer_name(*t) for t in select("*"))
+    assert sorted(listed) == sorted([performer_name(*t) for t in select("*")] + [ATTRIBUTE_PERFORMER])
     model = load_performer("alexnet", "tiger")
     assert not model.training
 

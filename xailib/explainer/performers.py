@@ -61,6 +61,7 @@ __all__ = [
     "binary_task",
     "build_performer",
     "load_performer",
+    "mask_inputs",
     "performer_name",
     "top_layer",
     "train_performer",
@@ -185,7 +186,7 @@ def top_layer(arch: str, interpretable: bool = True) -> str:
 
 
 @contextlib.contextmanager
-def _mask_inputs(model: nn.Module, layer: str):
+def mask_inputs(model: nn.Module, layer: str):
     """Record the input of the mask layer at ``layer`` for every forward call inside the block."""
     store: list[torch.Tensor] = []
     handle = get_layer(model, layer).register_forward_hook(lambda m, inp, out: store.append(inp[0]))
@@ -240,7 +241,7 @@ def train_performer(arch: str, category: str, interpretable: bool = True, *, rec
             idx = order[k * bs:(k + 1) * bs]
             xb, yb = train.images[idx].to(dev), train.labels[idx].to(dev)
             with contextlib.ExitStack() as stack:
-                seen = stack.enter_context(_mask_inputs(model, mask_layer)) if interpretable else None
+                seen = stack.enter_context(mask_inputs(model, mask_layer)) if interpretable else None
                 logits = model(xb)
             ce = F.cross_entropy(logits, yb)
             loss = ce
@@ -292,7 +293,8 @@ def load_performer(arch: str, category: str, interpretable: bool = True, *, devi
 def performer_table(folder: str | Path | None = None) -> pd.DataFrame:
     """The manifest's performers as a table: name, architecture, category, interpretable, params, test accuracy,
     training seconds, the last epoch's filter loss."""
-    models = read_manifest(CHECKPOINTS if folder is None else folder).get("models", {})
+    models = {k: v for k, v in read_manifest(CHECKPOINTS if folder is None else folder).get("models", {}).items()
+              if "category" in v}                               # the binary performers (not the attribute one)
     cols = ["arch", "label", "category", "interpretable", "params", "n_train", "n_test", "epochs", "test_accuracy",
             "train_seconds", "final_filter_loss"]
     return pd.DataFrame([{"performer": k, **{c: v.get(c) for c in cols}} for k, v in sorted(models.items())])
@@ -312,6 +314,16 @@ def write_table(folder: str | Path | None = None) -> Path:
     for _, r in table.iterrows():
         lines.append("| " + " | ".join("" if v is None or (isinstance(v, float) and v != v) else
                                        (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in r) + " |")
+    attr = read_manifest(folder).get("models", {}).get("attributes-vgg-16")
+    if attr:
+        lines += ["", f"Experiment 2's multi-label performer `attributes-vgg-16` ({attr['label']}, "
+                      f"{attr['params']} parameters, {attr['n_train']} training scenes, {attr['epochs']} epochs): mean "
+                      f"accuracy {attr['mean_accuracy']:.4f} over the 0/1 attributes on {attr['n_test']} held-out "
+                      f"scenes, trained in {attr['train_seconds']} s. Its targets:", "",
+                  "| attribute | accuracy | r2 | rmse |", "|---|---|---|---|"]
+        for t in attr["targets"]:
+            lines.append("| " + " | ".join([t["attribute"]] + ["" if t[k] is None or t[k] != t[k] else f"{t[k]:.4f}"
+                                                                  for k in ("accuracy", "r2", "rmse")]) + " |")
     if run:
         lines += ["", f"Last run: {run.get('models')} performers in {run.get('wall_minutes')} min "
                       f"({run.get('device')}, {run.get('threads')} thread(s), {run.get('machine')}, {run.get('date')})."]
@@ -320,18 +332,24 @@ def write_table(folder: str | Path | None = None) -> Path:
     return path
 
 
-def select(only: str = "*") -> list[tuple[str, str, bool]]:
-    """``(arch, category, interpretable)`` of every performer whose name matches the glob ``only``."""
+#: The name of Experiment 2's multi-label performer (:mod:`xailib.explainer.attributes`).
+ATTRIBUTE_PERFORMER = "attributes-vgg-16"
+
+
+def select(only: str = "*", attributes: bool = False) -> list[tuple[str, str, bool]]:
+    """``(arch, category, interpretable)`` of every binary performer whose name matches the glob ``only``
+    (with ``attributes=True`` the match may also be the attribute performer alone)."""
     names = list(_world(RECIPE).class_names)
     out = [(a, c, i) for a in ARCHS for c in names for i in (True, False)]
     chosen = [t for t in out if fnmatch.fnmatch(performer_name(*t), only)]
-    if not chosen:
+    if not chosen and not (attributes and fnmatch.fnmatch(ATTRIBUTE_PERFORMER, only)):
         raise ValueError(f"--only {only!r} matches no performer; names look like {performer_name('vgg-m', names[0])}.")
     return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m xailib.explainer.performers [--only GLOB] [--epochs N] [--out DIR]``."""
+    """``python -m xailib.explainer.performers [--only GLOB] [--epochs N] [--out DIR]``; the attribute performer of
+    Experiment 2 is trained by ``python -m xailib.explainer.attributes``."""
     p = argparse.ArgumentParser(description="Train the additive explainer's performers (deterministic, 1 thread).")
     p.add_argument("--only", default="*", help="glob over performer names, e.g. 'vgg-m-*-icnn'")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (tests)")
@@ -341,13 +359,20 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     folder = Path(args.out) if args.out else CHECKPOINTS
     override = {k: v for k, v in (("epochs", args.epochs), ("n_train", args.n_train)) if v is not None}
-    chosen = select(args.only)
+    chosen = select(args.only, attributes=True)
     t0 = time.perf_counter()
     with deterministic(args.threads):
         for arch, category, interp in tqdm(chosen, desc="performers", file=sys.stderr):
             model, info, history = train_performer(arch, category, interp, recipe=override, progress=False)
             info["history"] = history.round(6).to_dict(orient="list")
             save_checkpoint(model, performer_name(arch, category, interp), info, folder=folder)
+    if fnmatch.fnmatch(ATTRIBUTE_PERFORMER, args.only):
+        from xailib.explainer import attributes
+
+        attributes.main(["--out", str(folder), "--threads", str(args.threads)]
+                        + (["--epochs", str(args.epochs)] if args.epochs else []))
+    if not chosen:
+        return 0
     manifest = read_manifest(folder)
     manifest["last_run"] = {"models": len(chosen), "only": args.only,
                             "wall_minutes": round((time.perf_counter() - t0) / 60, 1), "device": "cpu",
