@@ -19,7 +19,7 @@ help:
 	@echo "make test        unit tests, then every notebook under nbval on the smoke profile"
 	@echo "make test-slow   the slow tests: real-scale stand-ins through the runner, reproducibility (CI runs both)"
 	@echo "make lab         JupyterLab on notebooks/"
-	@echo "make demo        the explorer notebooks (gap/03, mace/05) as a Voila app on http://127.0.0.1:$(DEMO_PORT)/"
+	@echo "make demo        the explorer notebooks (gap/03, mace/05, explainer/03) as a Voila app on http://127.0.0.1:$(DEMO_PORT)/"
 	@echo "make models      retrain the model zoo from scratch (deterministic); one tier: make models TIER=deep"
 	@echo "                 (or TIER=shallow), some models: make models MODELS='vgg-*-conceptworld-hard'"
 	@echo "make performers  retrain the additive explainer's performers (deterministic); some: make performers ONLY='vgg-m-*'"
@@ -87,7 +87,7 @@ lab: install
 DEMO_DIR := build/demo
 DEMO_PORT ?= 8866
 demo: install
-	$(PY) -m xailib.reproduce --prepare-smoke $(DEMO_DIR) --only 'gap/03_explorer,mace/05_explore'
+	$(PY) -m xailib.reproduce --prepare-smoke $(DEMO_DIR) --only 'gap/03_explorer,mace/05_explore,explainer/03_explore'
 	$(VENV)/bin/voila $(DEMO_DIR) --no-browser --port=$(DEMO_PORT) --Voila.ip=127.0.0.1 \
 		--MappingKernelManager.cull_idle_timeout=300 --MappingKernelManager.cull_interval=60
 

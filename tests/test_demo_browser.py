@@ -36,7 +36,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "demo_browser"  # the notebooks served and the servers' logs (make demo uses build/demo)
 SHOTS = ROOT / "build" / "demo_screenshots"
-NOTEBOOKS = {"gap": "gap/03_explorer.ipynb", "mace": "mace/05_explore.ipynb"}
+NOTEBOOKS = {"gap": "gap/03_explorer.ipynb", "mace": "mace/05_explore.ipynb",
+             "explainer": "explainer/03_explore.ipynb"}
 
 SERVER_START_S = 90  # a server answers HTTP
 NOTEBOOK_S = 240  # a notebook has run and its explorer is drawn (smoke profile: ~15 s here, alone)
@@ -570,6 +571,57 @@ def test_mace_explorer_in_voila(voila, browser):
 
 
 # --------------------------------------------------------------------------------------------------
+# The additive explainer (explainer/03_explore): image, part, explainer
+# --------------------------------------------------------------------------------------------------
+
+def _explainer_wait(page: Page, what: str, *, image: int, explainer: str, part: str | None = None,
+                    old_view: list[str] | None = None):
+    """Wait until the header names ``image``, ``explainer`` (and ``part``) and, when given, the picture differs
+    from ``old_view``; returns (header, view digests)."""
+    def ready(p):
+        header = p.text_starting("image ") or ""
+        ok = (header.startswith(f"image {image} (") and f"{explainer} explainer" in header
+              and (part is None or f"part {part}:" in header))
+        if not ok:
+            return False
+        digests = p.image_digests(".widget-image")
+        return (header, digests) if digests and (old_view is None or digests != old_view) else False
+
+    header, digests = page.wait(ready, what)
+    texts = page.html_texts()
+    assert texts[-1] == "" or not texts[-1].strip(), f"{what}: the explorer reports an error: {texts[-1]!r}"
+    return header, digests
+
+
+def test_explainer_explorer_in_voila(voila, browser):
+    page = _open_voila(browser, voila, NOTEBOOKS["explainer"])
+
+    # 1. as served: image 0, our explainer, the performer's score beside the explainer's
+    header, view0 = _explainer_wait(page, "the first view", image=0, explainer="ours")
+    assert re.search(r"performer y_hat = [+-][0-9.]+, ours explainer [+-][0-9.]+", header), header
+    parts = page.options("part")
+    assert parts[-1] == "other" and len(parts) >= 1
+    page.screenshot("explainer_01_loaded")
+
+    # 2. one step right on the image slider: another image, another picture
+    page.press_on_slider("image", Keys.ARROW_RIGHT)
+    _, view1 = _explainer_wait(page, "image 1", image=1, explainer="ours", old_view=view0)
+
+    # 3. the distillation baseline: the header says so and the pie is redrawn
+    buttons = [b for b in browser.find_elements(By.CSS_SELECTOR, f"{page.root} .widget-toggle-button")
+               if b.text.strip() == "baseline"]
+    assert buttons, "no 'baseline' toggle in the explorer"
+    buttons[0].click()
+    _, view2 = _explainer_wait(page, "the baseline explainer", image=1, explainer="baseline", old_view=view1)
+
+    # 4. another part: its outline on the image
+    if len(parts) > 1:
+        page.choose("part", parts[-1])
+        _explainer_wait(page, f"part {parts[-1]}", image=1, explainer="baseline", part=parts[-1], old_view=view2)
+    page.screenshot("explainer_02_stepped")
+
+
+# --------------------------------------------------------------------------------------------------
 # JupyterLab: Run > Run All Cells renders the widget, not its text fallback
 # --------------------------------------------------------------------------------------------------
 
@@ -606,13 +658,17 @@ def test_explorer_renders_in_jupyterlab(lab, browser, paper):
     assert browser.find_elements(By.CSS_SELECTOR, f"{page.root}.jupyter-widgets")
     page.screenshot(f"lab_{paper}_01_widget")
 
-    # ... and it answers: the kernel behind it redraws on a click (gAP) / a class change (MACE)
+    # ... and it answers: the kernel behind it redraws on a click (gAP) / a class change (MACE) / an image (explainer)
     if paper == "gap":
         state, short = _gap_oracle(page)
         _gap_check(page, state, short, "the first view in JupyterLab")
         page.click(f"decompose #{state.children[0].channel}")
         state.expand(0)
         _gap_check(page, state, short, f"decompose #{state.current.channel} in JupyterLab")
+    elif paper == "explainer":
+        _, view = _explainer_wait(page, "the first view in JupyterLab", image=0, explainer="ours")
+        page.press_on_slider("image", Keys.ARROW_RIGHT)
+        _explainer_wait(page, "image 1 in JupyterLab", image=1, explainer="ours", old_view=view)
     else:
         shown, cards = _mace_wait(page, 0, 1, "the first view in JupyterLab")
         page.choose("class", shown["options"][1])

@@ -236,6 +236,7 @@ def _fit_and_score(fit, fit_maps, held, held_maps, labels, *, beta, epochs, seed
                "relative_deviation": float(relative_deviation(held.y_hat, pred).mean())}
         if labels is not None:
             row["performer_accuracy"] = float(((held.y_hat > 0).float() == labels).float().mean())
+            row["performer_best_accuracy"] = best_threshold(held.y_hat, labels.long())[1]
             row["tau"], row["explainer_accuracy"] = best_threshold(pred, labels.long())
         out[name] = (contri, pred)
         rows.append(row)

@@ -152,18 +152,20 @@ def explain_performer(performer: nn.Module, arch: str, train: BinaryTask, test: 
 def summary_rows(study: PartStudy, **keys) -> list[dict]:
     """One row per explainer of the study's Tables 1-3 quantities on the held-out images, with ``keys``
     (``arch``, ``category``, ...) in front: ``entropy`` (mean over images, nats), ``performer_accuracy``
-    (``y_hat > 0``), ``explainer_accuracy`` and ``tau`` (the best threshold), ``relative_deviation`` (mean),
+    (``y_hat > 0``), ``performer_best_accuracy`` (at its own best threshold, as the explainer is judged),
+    ``explainer_accuracy`` and ``tau`` (the best threshold), ``relative_deviation`` (mean),
     ``error_<part>`` per assigned part (positive images, where ``y*`` is defined), ``n`` the images, and what the
     prior asks for: ``prior_zero_share`` (the share of clipped ``w_i = 0``) and ``prior_entropy`` (the entropy of
     ``|w_i y_i|``, the contribution distribution the prior loss pulls towards)."""
     labels = study.labels
     perf_acc = float(((study.test.y_hat > 0).long() == labels).float().mean())
+    perf_best = best_threshold(study.test.y_hat, labels)[1]
     pos = labels == 1
     rows = []
     for name, contri in study.contributions.items():
         tau, acc = best_threshold(study.explained[name], labels)
         row = dict(keys, explainer=name, n=len(labels), entropy=float(contribution_entropy(contri).mean()),
-                   performer_accuracy=perf_acc, explainer_accuracy=acc, tau=tau,
+                   performer_accuracy=perf_acc, performer_best_accuracy=perf_best, explainer_accuracy=acc, tau=tau,
                    relative_deviation=float(relative_deviation(study.test.y_hat, study.explained[name]).mean()),
                    n_parts=len(study.groups), n_filters_assigned=sum(len(v) for v in study.groups.values()),
                    prior_zero_share=float((study.test.priors == 0).float().mean()),
