@@ -12,7 +12,11 @@
   :func:`case2_priors_reference` applies the step literally, concept by concept, and measures both changes.
 
 Both are batched: one forward and one backward pass per batch of images, never one per concept (Case 2 uses
-autograd's batched vector-Jacobian products, ``is_grads_batched=True``).
+autograd's batched vector-Jacobian products, ``is_grads_batched=True``). On one CPU thread that buys no time
+for Case 2 (``benchmarks/results/explainer.md``): at fc1 each backward pass is one small matrix product, and one
+forward pass with a retained graph and one backward pass per concept does fewer operations than any batching; a
+GPU, where the batched pass fills the device, is where it would pay (not measured). Case 1's one backward pass
+per batch was 3-6x faster than one per image in three runs.
 """
 
 from __future__ import annotations
