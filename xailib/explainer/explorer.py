@@ -17,7 +17,6 @@ a browser:
 from __future__ import annotations
 
 import html
-import io
 
 import matplotlib.pyplot as plt
 import torch
@@ -26,6 +25,7 @@ from xailib.explainer.experiments import PartStudy, part_pies
 from xailib.explainer.performers import BinaryTask
 from xailib.explainer.plot import _pie, part_colours
 from xailib.plotting import show_overlay
+from xailib.widgets import StateView, png_bytes
 
 __all__ = ["Explorer", "ExplorerState", "plot_view"]
 
@@ -154,7 +154,7 @@ def plot_view(state: ExplorerState):
     return fig
 
 
-class Explorer:
+class Explorer(StateView):
     """An ipywidgets view of an :class:`ExplorerState`; it only renders the state and calls its methods.
 
     Attributes
@@ -188,22 +188,7 @@ class Explorer:
                               self.view, self.status])
         self.render()
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-
-    def _act(self, fn, *args) -> None:
-        try:
-            fn(*args)
-            self.status.value = ""
-        except (ValueError, TypeError) as exc:
-            self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
-        self.render()
-
     def render(self) -> None:
         """Redraw the header and the view from the state."""
         self.header.value = html.escape(self.state.header())
-        fig = plot_view(self.state)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-        plt.close(fig)
-        self.view.value = buf.getvalue()
+        self.view.value = png_bytes(plot_view(self.state))

@@ -44,6 +44,7 @@ from xailib.gap.guided import guided_backprop, guided_to_rgb
 from xailib.gap.module import GAP, Neuron, check_strategy
 from xailib.layers import model_state
 from xailib.plotting import heatmap_overlay, to_numpy_image
+from xailib.widgets import StateView
 
 __all__ = [
     "ExplorerState",
@@ -648,7 +649,7 @@ def plot_path(state: ExplorerState, show_guided: bool = True, layer_labels: dict
 # --------------------------------------------------------------------------------------------------
 
 
-class Explorer:
+class Explorer(StateView):
     """An ipywidgets view of an :class:`ExplorerState`; it only renders the state and calls its methods.
 
     Parameters
@@ -711,21 +712,10 @@ class Explorer:
         ])
         self.render()
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-
     def _name(self, layer: str) -> str:
         return self.layer_labels.get(layer, layer)
 
     # -- events: call the state, then render ----------------------------------------------------------
-    def _act(self, fn, *args) -> None:
-        try:
-            fn(*args)
-            self.status.value = ""
-        except (ValueError, TypeError) as exc:
-            self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
-        self.render()
-
     def _on_image(self, change) -> None:
         if not self._syncing:
             self._act(self.state.select_image, int(change["new"]))

@@ -41,6 +41,7 @@ from xailib.mace.experiments import explain_all
 from xailib.mace.explain import Explanation, normalise_maps, prototypes
 from xailib.mace.model import MACE, TapPoint
 from xailib.results import paper_row, paper_table
+from xailib.widgets import StateView
 
 __all__ = ["ExplorerState", "Explorer", "explore", "plot_view", "concept_table", "time_steps", "explorer_comparison"]
 
@@ -611,7 +612,7 @@ def _figure_png(draw, ncols: int, size: float, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
-class Explorer:
+class Explorer(StateView):
     """An ipywidgets view of an :class:`ExplorerState`; it only renders the state and calls its methods.
 
     Parameters
@@ -661,18 +662,7 @@ class Explorer:
                               w.HBox([self.image_view, self.header]), self.cards, self.status])
         self.render()
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-
     # -- events: call the state, then render ----------------------------------------------------------
-    def _act(self, fn, *args) -> None:
-        try:
-            fn(*args)
-            self.status.value = ""
-        except (ValueError, TypeError) as exc:
-            self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
-        self.render()
-
     def _on_image(self, change) -> None:
         if not self._syncing:
             self._act(self.state.select_image, int(change["new"]))
