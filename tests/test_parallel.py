@@ -47,3 +47,33 @@ def test_cluster_gives_the_serial_results_with_the_callers_threads(dask_client):
 def test_cluster_raises_the_failure(dask_client):
     with pytest.raises(ValueError, match="task 3 fails on purpose"):
         map_tasks(fails_on, [(k,) for k in range(6)], dask_client, shared={"bad": 3})
+
+
+def test_connect_by_address():
+    from xailib.parallel import connect
+
+    assert connect("") is None and connect("   ") is None
+    with pytest.raises(ValueError, match="address string"):
+        connect(8786)
+    with pytest.raises(ValueError, match="No dask scheduler answered.*dask scheduler"):
+        connect("tcp://127.0.0.1:1", timeout="1s")
+
+
+@pytest.mark.slow
+def test_afi_notebook_on_a_scheduler_gives_the_serial_tables(dask_client, tmp_path):
+    """afi/01 on the smoke profile with ``-p scheduler ADDRESS``: the occluders are learned as Dask tasks (one class
+    per task) on the cluster, and the tables equal those of the run in this process (one batched run) within the
+    1e-6 that learn_occluders promises, at the tables' four decimals."""
+    import pandas as pd
+    import papermill as pm
+
+    from xailib.utils import repo_root
+
+    src = repo_root() / "notebooks" / "afi" / "01_attacking.ipynb"
+    tables = {}
+    for label, extra in (("serial", {}), ("cluster", {"scheduler": dask_client.scheduler.address})):
+        out = tmp_path / label
+        pm.execute_notebook(str(src), str(tmp_path / f"{label}.ipynb"), kernel_name="python3", progress_bar=False,
+                            cwd=str(src.parent), parameters={"profile": "smoke", "output_dir": str(out), **extra})
+        tables[label] = pd.read_csv(out / "afi" / "tableS1_attacking.csv")
+    pd.testing.assert_frame_equal(tables["serial"], tables["cluster"], atol=1e-4, rtol=0)

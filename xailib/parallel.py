@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["map_tasks", "check_client"]
+__all__ = ["map_tasks", "check_client", "connect"]
 
 
 def check_client(client) -> Any:
@@ -25,6 +25,31 @@ def check_client(client) -> Any:
         return client
     raise TypeError(f"client must be a dask.distributed Client (e.g. Client(LocalCluster(n_workers=2)) or "
                     f"Client('tcp://scheduler:8786')) or None to run in this process, got {type(client).__name__}.")
+
+
+def connect(scheduler: str = "", timeout: str = "30s"):
+    """A ``distributed.Client`` of the cluster whose scheduler listens at ``scheduler`` (``"tcp://HOST:8786"``), or
+    None for ``""``: what the notebooks' ``scheduler`` parameter turns into (empty: run in this process).
+
+    Raises
+    ------
+    ValueError
+        When ``scheduler`` is not a string, or no scheduler answers there within ``timeout`` (the message says how
+        to start one).
+    """
+    if not isinstance(scheduler, str):
+        raise ValueError(f"scheduler must be an address string such as 'tcp://127.0.0.1:8786', or '' to run in this "
+                         f"process, got {scheduler!r}.")
+    if not scheduler.strip():
+        return None
+    from distributed import Client
+
+    try:
+        return Client(scheduler.strip(), timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise ValueError(f"No dask scheduler answered at {scheduler!r} within {timeout} ({exc}); start one with "
+                         "`dask scheduler` and workers with `dask worker ADDRESS` on machines that see this checkout, "
+                         "or pass scheduler='' to run in this process.") from exc
 
 
 def _call(fn: Callable, threads: int, args: Sequence, kwargs: Mapping) -> Any:
