@@ -77,6 +77,17 @@ def _scores(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _leaf_batches(model: nn.Module, layer: str, images: torch.Tensor, batch_size: int, hint: str):
+    """``(scores [B, K], the layer's output as a leaf [B, ...])`` for every batch of ``images``; the layer must run
+    once per forward pass (``hint`` says what to choose instead)."""
+    for s in range(0, len(images), batch_size):
+        with leaf_at(model, layer) as leaves:
+            out = _scores(model, images[s:s + batch_size])
+        if len(leaves) != 1:
+            raise ValueError(f"Layer {layer!r} ran {len(leaves)} times in one forward pass; {hint}.")
+        yield out, leaves[0]
+
+
 def case1_priors(model: nn.Module, layer: str, images: torch.Tensor, target: int, *, clip: bool = True,
                  batch_size: int = 64) -> Concepts:
     """Case 1 (Eq. 5): concepts ``y_i = sum_hw x_hwi`` and priors ``w_i = sum_hw d y_hat / d x_hwi``.
@@ -106,13 +117,8 @@ def case1_priors(model: nn.Module, layer: str, images: torch.Tensor, target: int
     batch_size = check_positive_int(batch_size, "batch_size")
     parts = []
     with model_state(model, train=False, requires_grad=False), torch.enable_grad():
-        for s in range(0, len(images), batch_size):
-            with leaf_at(model, layer) as leaves:
-                out = _scores(model, images[s:s + batch_size])
-            if len(leaves) != 1:
-                raise ValueError(f"Layer {layer!r} ran {len(leaves)} times in one forward pass; Case 1 needs a layer "
-                                 "that runs once (a conv, its mask or its ReLU).")
-            x = leaves[0]
+        for out, x in _leaf_batches(model, layer, images, batch_size,
+                                    "Case 1 needs a layer that runs once (a conv, its mask or its ReLU)"):
             if x.dim() != 4:
                 raise ValueError(f"Case 1 needs a conv layer with maps [B, n, H, W]; {layer!r} gives "
                                  f"{tuple(x.shape)}. Use case2_priors for a shared dense feature.")
@@ -206,12 +212,8 @@ def case2_priors(model: nn.Module, layer: str, images: torch.Tensor, target: int
     parts = []
     idx = None
     with model_state(model, train=False, requires_grad=False), torch.enable_grad():
-        for s in range(0, len(images), batch_size):
-            with leaf_at(model, layer) as leaves:
-                out = _scores(model, images[s:s + batch_size])
-            if len(leaves) != 1:
-                raise ValueError(f"Layer {layer!r} ran {len(leaves)} times in one forward pass; choose a layer that "
-                                 "runs once as the shared feature.")
+        for out, leaf in _leaf_batches(model, layer, images, batch_size,
+                                       "choose a layer that runs once as the shared feature"):
             t = _check_output_index(out, target, "target")
             if idx is None:
                 idx = _concept_indices(out.shape[1], t, concepts)
@@ -219,10 +221,10 @@ def case2_priors(model: nn.Module, layer: str, images: torch.Tensor, target: int
             picked = out[:, rows]                                       # [B, m]
             m, b = len(rows), len(picked)
             eye = torch.eye(m, dtype=picked.dtype, device=picked.device)[:, None, :].expand(m, b, m)
-            jac, = torch.autograd.grad(picked, leaves[0], grad_outputs=eye, is_grads_batched=True)  # [m, B, ...]
+            jac, = torch.autograd.grad(picked, leaf, grad_outputs=eye, is_grads_batched=True)  # [m, B, ...]
             jac = jac.flatten(2)
             parts.append((out[:, t].detach(), out[:, idx].detach(), _case2_weights(jac[0], jac[1:]),
-                          leaves[0].detach()))
+                          leaf.detach()))
     y_hat, y, w, feats = (torch.cat([p[k] for p in parts]).cpu() for k in range(4))
     label = (lambda k: names[k]) if names is not None else (lambda k: f"output {k}")
     return Concepts(y_hat, y, w, feats, [label(k) for k in idx])
