@@ -224,7 +224,10 @@ def fast_options(name, kind):
     return {k: v for k, v in dict(opts, top_n=2).items() if k in method_options(name, kind)}
 
 
-ALL_METHODS = [(kind, name) for kind in ("map", "channel") for name in available(kind)]
+# the methods that need nothing fitted or given (MACE, the additive explainer, AfI and TCAV require options, and
+# are tested in tests/test_benchmark.py)
+ALL_METHODS = [(kind, name) for kind in ("map", "channel") for name in available(kind)
+               if not get_method(name, kind).requires]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,7 +239,9 @@ def test_every_method_is_registered_with_its_kind():
     assert set(available("map")) >= {"Gradient", "SmoothGrad", "IntegratedGradients", "GuidedBackprop", "GradCAM",
                                       "GradCAM++", "ExcitationBackprop", "LRP", "gAP"}
     assert set(available("channel")) >= {"Conductance", "InternalInfluence", "LRP", "Random", "gAP"}
-    assert set(available()) == set(available("map")) | set(available("channel"))
+    assert set(available("concept")) >= {"AfI", "TCAV"}
+    assert {"MACE", "AdditiveExplainer"} <= set(available("map"))
+    assert set(available()) == set(available("map")) | set(available("channel")) | set(available("concept"))
     assert get_method("LRP").kind == "map" and get_method("LRP", layer_given=True).kind == "channel"
     assert get_method("Conductance").kind == "channel" and get_method("GradCAM", layer_given=True).kind == "map"
     assert method_options("SmoothGrad") == ("sg_samples", "sg_stdev", "batch_size", "seed", "progress")

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["seeded", "quiet_captum", "kept_grads", "channel_sum"]
+__all__ = ["seeded", "quiet_captum", "kept_grads", "channel_sum", "class_concept_rows", "concept_names"]
 
 
 @contextmanager
@@ -55,3 +55,24 @@ def channel_sum(a) -> torch.Tensor:
         raise ValueError(f"Channel scores need a conv layer with output [B, K, h, w]; got {tuple(a.shape)}. Choose a "
                          "conv layer or block, e.g. one of model.stage_names.")
     return a.sum(dim=(2, 3))
+
+
+def concept_names(concept_sets, what: str = "concept_sets") -> list[str]:
+    """The names of a concept method's probe sets (ConceptSets), checked: a non-empty list of distinct names."""
+    if concept_sets is None or isinstance(concept_sets, (str, bytes)) or not len(concept_sets):
+        raise ValueError(f"{what} must be a non-empty list of ConceptSet (e.g. xailib.afi.evaluation."
+                         f"part_probe_sets(world, parts, n)), got {concept_sets!r}.")
+    names = [getattr(s, "name", None) for s in concept_sets]
+    if any(not isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"{what} must be ConceptSets with distinct names, got {names}.")
+    return names
+
+
+def class_concept_rows(table, targets: torch.Tensor, concepts, value: str = "score") -> torch.Tensor:
+    """A global method's scores per (class, concept) as one row per image: ``[B, P]``, row ``b`` holding the
+    scores of class ``targets[b]`` for ``concepts`` (NaN where the table has no such pair).
+
+    ``table`` is a DataFrame with ``class``, ``concept`` and ``value`` columns."""
+    lookup = {(int(k), str(c)): float(v) for k, c, v in zip(table["class"], table["concept"], table[value])}
+    rows = [[lookup.get((int(k), c), float("nan")) for c in concepts] for k in targets.tolist()]
+    return torch.tensor(rows, dtype=torch.float32).reshape(len(targets), len(concepts))

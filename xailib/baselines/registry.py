@@ -4,7 +4,12 @@ A method is registered under a name and a *kind*:
 
 * ``"map"`` -- an input-space map per image: the method returns ``[B, C, H, W]`` (``C`` the input's
   colour channels, or 1 for a CAM), and :func:`attribute` reduces it over ``C`` to ``[B, H, W]``;
-* ``"channel"`` -- a score per channel of a layer ``[B, K]`` for each image's target class.
+* ``"channel"`` -- a score per channel of a layer ``[B, K]`` for each image's target class;
+* ``"concept"`` -- a score per concept ``[B, P]`` (the ``P`` concept sets passed as an option) for each
+  image's target class; global methods (AfI, TCAV) give every image of a class its class's scores.
+
+A method that needs a fitted object (a MACE unit, a distilled explainer) or concept sets names those options
+in ``requires``; :func:`attribute` refuses a call without them, with the method's own hint on how to get them.
 
 Every method is called the same way (captum's shape)::
 
@@ -47,12 +52,13 @@ __all__ = [
     "run_method",
 ]
 
-#: The kinds of method: input-space maps and per-channel scores of a layer.
-KINDS: tuple[str, ...] = ("map", "channel")
+#: The kinds of method: input-space maps, per-channel scores of a layer, per-concept scores.
+KINDS: tuple[str, ...] = ("map", "channel", "concept")
 #: How :func:`attribute` reduces a map over its colour channels: ``sum_c |a_c|``, ``sum_c a_c``, or not at all.
 REDUCTIONS: tuple = ("abs", "signed", None)
 #: Packages whose import registers more methods (looked up once, on the first name not found).
-METHOD_PACKAGES: tuple[str, ...] = ("xailib.gap",)
+METHOD_PACKAGES: tuple[str, ...] = ("xailib.gap", "xailib.baselines.tcav", "xailib.afi.registry", "xailib.mace.registry",
+                                     "xailib.explainer.registry")
 #: Whether a method of each kind takes a layer: never, optionally (with a default), or always.
 LAYER_USES: tuple[str, ...] = ("none", "optional", "required")
 
@@ -81,6 +87,10 @@ class Method:
         The keyword options ``fn`` accepts (read from its signature).
     summary : str
         The first line of ``fn``'s docstring.
+    requires : tuple of str
+        Options a call must give (a fitted unit, concept sets): their defaults are placeholders.
+    hint : str
+        How to get what ``requires`` names (shown when it is missing).
     """
 
     name: str
@@ -90,6 +100,8 @@ class Method:
     default_layer: Callable | None
     options: tuple[str, ...]
     summary: str
+    requires: tuple[str, ...] = ()
+    hint: str = ""
 
 
 _REGISTRY: dict[str, dict[str, Method]] = {kind: {} for kind in KINDS}
@@ -99,7 +111,7 @@ _packages_loaded = False
 def _check_kind(kind) -> str:
     if kind not in KINDS:
         raise ValueError(f"Unknown kind {kind!r}; use one of {KINDS} ('map': input-space maps [B, H, W], "
-                         "'channel': per-channel scores [B, K] of a layer).")
+                         "'channel': per-channel scores [B, K] of a layer, 'concept': per-concept scores [B, P]).")
     return kind
 
 
@@ -126,6 +138,8 @@ def register(
     layer: str | None = None,
     default_layer: Callable[[nn.Module], str] | None = None,
     replace: bool = False,
+    requires: tuple[str, ...] = (),
+    hint: str = "",
 ) -> Method:
     """Register ``fn`` as method ``name`` of ``kind``; returns its :class:`Method`.
 
@@ -136,7 +150,7 @@ def register(
     fn : callable
         ``fn(model, images, targets, layer, **options)``; see :class:`Method`. Every option must be a
         keyword parameter with a default.
-    kind : {"map", "channel"}
+    kind : {"map", "channel", "concept"}
     layer : {"none", "optional", "required"}, optional
         Default: ``"required"`` for a channel method, ``"none"`` for a map method;
         ``"optional"`` needs ``default_layer``.
@@ -144,6 +158,8 @@ def register(
         ``default_layer(model) -> str``, the layer of an ``"optional"`` method when none is given.
     replace : bool
         Replace a method already registered under ``name`` and ``kind`` (otherwise that is an error).
+    requires : tuple of str
+        Options every call must pass (e.g. ``("mace", "point")``); ``hint`` says how to get them.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty str, got {name!r}.")
@@ -161,7 +177,12 @@ def register(
         raise ValueError(f"A {kind} method {name!r} is registered already ({_REGISTRY[kind][name].fn!r}); pass "
                          "replace=True to replace it.")
     doc = inspect.getdoc(fn) or ""
-    method = Method(name, kind, fn, layer, default_layer, _keyword_options(fn), doc.split("\n")[0])
+    options = _keyword_options(fn)
+    requires = tuple(requires)
+    unknown = [r for r in requires if r not in options]
+    if unknown:
+        raise ValueError(f"requires names {unknown}, which are not options of {fn!r} (its options: {list(options)}).")
+    method = Method(name, kind, fn, layer, default_layer, options, doc.split("\n")[0], requires, str(hint))
     _REGISTRY[kind][name] = method
     return method
 
@@ -258,6 +279,15 @@ def check_options(method: Method, options: dict) -> dict:
     return options
 
 
+def check_required(method: Method, options: dict) -> dict:
+    """``options`` if it gives every option ``method`` requires (not None); else ``ValueError`` with the hint."""
+    missing = [k for k in method.requires if options.get(k) is None]
+    if missing:
+        raise ValueError(f"The {method.kind} method {method.name!r} needs {', '.join(f'{k}=...' for k in missing)}"
+                         + (f": {method.hint}" if method.hint else "."))
+    return options
+
+
 def split_options(methods, kind: str, options: dict) -> dict[str, dict]:
     """The options each of several methods of ``kind`` takes, from one dict of options.
 
@@ -300,9 +330,11 @@ def run_method(method: Method, model: nn.Module, images: torch.Tensor, targets: 
     """Call ``method`` on checked arguments and check the shape of what it returns (no reduction)."""
     out = method.fn(model, images, targets, layer, **options)
     b = images.shape[0]
-    if not isinstance(out, torch.Tensor) or out.shape[0] != b or out.dim() != (4 if method.kind == "map" else 2) or (
+    if not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != b or \
+            out.dim() != (4 if method.kind == "map" else 2) or (
             method.kind == "map" and tuple(out.shape[2:]) != tuple(images.shape[2:])):
-        want = f"[{b}, C, {images.shape[2]}, {images.shape[3]}]" if method.kind == "map" else f"[{b}, K]"
+        want = f"[{b}, C, {images.shape[2]}, {images.shape[3]}]" if method.kind == "map" else \
+            f"[{b}, {'P' if method.kind == 'concept' else 'K'}]"
         raise RuntimeError(f"The {method.kind} method {method.name!r} returned "
                            f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}, not {want}; "
                            "fix the function registered for it.")
@@ -339,7 +371,7 @@ def attribute(
     layer : str, optional
         Dotted layer name. Required by channel methods (the layer whose channels are scored); optional
         for the CAMs (default: the model's last stage, ``model.stage_names[-1]``); refused by the others.
-    kind : {"map", "channel"}, optional
+    kind : {"map", "channel", "concept"}, optional
         Only needed for a name registered for both kinds when the default is not wanted: by default a
         name of both kinds gives channel scores when ``layer`` is given and a map otherwise.
     reduce : {"abs", "signed", None}
@@ -347,13 +379,16 @@ def attribute(
         ``[B, C, H, W]``.
     **options
         The method's own options (see :func:`method_options`), e.g. ``batch_size``, ``sg_samples``,
-        ``ig_steps``, ``n_steps``, ``seed``, ``top_n``. An option the method does not take is an error.
+        ``ig_steps``, ``n_steps``, ``seed``, ``top_n``. An option the method does not take is an error, and so
+        is a call without an option the method requires (``Method.requires``: MACE's unit, the explainer, the
+        concept sets of a concept method).
 
     Returns
     -------
     Tensor on the CPU
         ``[B, H, W]`` for a map method (``[B, C, H, W]`` with ``reduce=None``); ``[B, K]`` for a channel
-        method (``K`` channels of ``layer``, higher = more important for the target).
+        method (``K`` channels of ``layer``, higher = more important for the target); ``[B, P]`` for a concept
+        method (the ``P`` concept sets, each image's target class).
 
     Examples
     --------
@@ -375,6 +410,7 @@ def attribute(
         raise ValueError(f"reduce applies to map methods; the channel method {entry.name!r} returns scores [B, K]. "
                          "Drop reduce=.")
     check_options(entry, options)
+    check_required(entry, options)
     images = check_images(images, model, move=False)
     layer = resolve_layer(entry, model, layer)
     targets = check_targets(target, images.shape[0], model=model, images=images)

@@ -659,3 +659,32 @@ def tcav_scores_reference(
                              "tcav_score_std": float(runs.std()), "random_score": float(null.mean()),
                              "p_value": p, "significant": bool(p < threshold)})
     return pd.DataFrame(rows)
+
+
+# ---- TCAV in the shared registry: a concept method ---------------------------------------------------------------
+
+def tcav_concepts(model, images, targets, layer, *, concept_sets=None, random_sets=None, layers=None,
+                  alpha: float = 0.05, batch_size: int = 64, seed: int = 0) -> torch.Tensor:
+    """TCAV importance (:func:`tcav_importance`, layers averaged) of each concept set for each image's target class,
+    scored on the images of that class: ``[B, P]`` (every image of a class gets the class's scores)."""
+    from xailib.baselines._common import class_concept_rows, concept_names
+
+    names = concept_names(concept_sets)
+    layers = list(layers) if layers is not None else list(getattr(model, "stage_names", [])[-2:])
+    if not layers:
+        raise ValueError("TCAV needs layers=[...] (the layers whose CAVs are averaged), e.g. the last two stages.")
+    classes = sorted({int(t) for t in targets.tolist()})
+    table = tcav_importance(tcav_class_table(model, list(concept_sets), list(random_sets), images, targets, classes,
+                                             layers, alpha=alpha, batch_size=batch_size, seed=seed))
+    return class_concept_rows(table, targets, names, value="importance")
+
+
+def _register() -> None:
+    from xailib.baselines.registry import register
+
+    register("TCAV", tcav_concepts, kind="concept", requires=("concept_sets", "random_sets"),
+             hint="pass the probe sets of the concepts (ConceptSet, e.g. xailib.afi.evaluation.part_probe_sets) and "
+                  "at least two random sets (xailib.data.concepts.random_sets).")
+
+
+_register()
