@@ -77,3 +77,19 @@ def test_afi_notebook_on_a_scheduler_gives_the_serial_tables(dask_client, tmp_pa
                             cwd=str(src.parent), parameters={"profile": "smoke", "output_dir": str(out), **extra})
         tables[label] = pd.read_csv(out / "afi" / "tableS1_attacking.csv")
     pd.testing.assert_frame_equal(tables["serial"], tables["cluster"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_benchmark_methods_on_a_cluster_give_the_serial_tables(dask_client):
+    """The ground-truth benchmark's methods as Dask tasks (one per method): every table but the wall-clock one equals
+    the serial run's, bit for bit (each task rebuilds the model from the zoo and the scenes from the seed)."""
+    import pandas as pd
+
+    from xailib.benchmark.ground_truth import Setting, run_benchmark
+
+    setting = Setting(n_test=1, n_fit=3, n_probe=6, afi_iter=5, n_perm=10, steps=4, n_robust=3)
+    serial = run_benchmark(setting, ["GradCAM", "AfI"])
+    cluster = run_benchmark(setting, ["GradCAM", "AfI"], client=dask_client)
+    for key in ("part_scores", "per_image", "robustness", "truth", "agreement"):
+        pd.testing.assert_frame_equal(serial[key], cluster[key], check_exact=True)
+    assert list(cluster["cost"]["method"]) == ["GradCAM", "AfI", "Random"]
