@@ -17,6 +17,8 @@ What a run does
 3. Only when every notebook succeeded are the staged outputs (``build/staging/<run-id>/<paper>/...``) copied over
    ``figures/<paper>/``. When one fails, the run stops, names the notebook and the failing cell, exits with
    status 1, and ``figures/`` is left as it was.
+4. After publishing, ``REPRODUCTION.md`` beside ``figures/`` is rewritten from every table there
+   (:mod:`xailib.report`): a row and a verdict for every artifact of the four papers.
 
 Past one process: ``--workers N`` runs the selected notebooks in parallel on a ``dask.distributed``
 ``LocalCluster`` of ``N`` single-threaded worker processes on this machine, ``--scheduler ADDRESS`` on an existing
@@ -614,9 +616,23 @@ def reproduce(
 
     written = _publish(staging, figures)
     shutil.rmtree(staging, ignore_errors=True)
+    report = _write_report(figures, profile)
     _print_summary(stream, notebooks, written, figures, build / "executed", time.perf_counter() - t0,
                    profile, device, base["seed"])
+    if report is not None:
+        print(f"Reproduction report: {_show(report)}", file=stream)
     return written
+
+
+def _write_report(figures: Path, profile: str) -> Path | None:
+    """REPRODUCTION.md beside ``figures/`` (:mod:`xailib.report`), from every table there, after publishing."""
+    from xailib.report import write_report
+    from xailib.results import git_info
+
+    if not figures.is_dir():
+        return None
+    return write_report(figures, figures.parent / "REPRODUCTION.md", commit=str(git_info().get("commit", "")),
+                        profile=profile)
 
 
 def _print_summary(stream: TextIO, notebooks: Sequence[_Notebook], written: Mapping[str, list[Path]],
