@@ -40,6 +40,7 @@ A ``Random`` row (uniform random maps, seeded) is the control every number is re
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -455,7 +456,7 @@ def plot_ranking(summary: pd.DataFrame, title: str = ""):
 
     qs = [q for q in QUANTITIES if np.isfinite(summary[q].astype(float)).any()]
     order = summary.sort_values("agreement", ascending=True, na_position="first")["method"].tolist()
-    fig, axes = plt.subplots(1, len(qs), figsize=(3.0 * len(qs), 0.45 * len(order) + 1.6), sharey=True)
+    fig, axes = plt.subplots(1, len(qs), figsize=(2.3 * len(qs), 0.4 * len(order) + 2.0), sharey=True)
     axes = np.atleast_1d(axes)
     y = {m: i for i, m in enumerate(order)}
     for ax, q in zip(axes, qs):
@@ -470,7 +471,7 @@ def plot_ranking(summary: pd.DataFrame, title: str = ""):
             ax.axvline(float(ctrl.iloc[0][q]), color="0.5", ls="--", lw=1)
         if q == "agreement":
             ax.axvline(0.0, color="k", lw=0.8)
-        ax.set_title(QUANTITIES[q][1], fontsize=8)
+        ax.set_title(textwrap.fill(QUANTITIES[q][1], 24), fontsize=8)
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(order)), order)
     if title:
