@@ -173,6 +173,6 @@ def test_report_has_a_row_for_every_artifact_and_is_stable(tmp_path):
     row = [line for line in text.splitlines() if line.startswith("| Table 1 | PCC (vgg")][0]
     assert "| 50 images |" in row and "| vgg-conceptworld |" in row and "not reproduced" in row
     assert "| Fig. 2 | kinds of interpretative methods | 0 | not comparable: a diagram" in text
-    assert "sum to 1.0 min over 1 notebooks" in text
+    assert "sum to 1.0 min over 1 notebooks" in text and "| [paper_vs_ours_sanity](figures/gap/paper_vs_ours_sanity.md) |" in text
     again = report.render_report(figs, commit="def5678", profile="default")
     assert report.stable_lines(text) == report.stable_lines(again) and text != again

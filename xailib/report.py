@@ -117,11 +117,16 @@ INVENTORY: dict[str, list[Artifact]] = {
 }
 
 _N_PATTERNS = (
+    r"\bpaired over (\d[\d,]*) ((?:held-out |test )?(?:images|scenes|classes|pairs))",
     r"\bn\s*=\s*(\d[\d,]*)\s*([A-Za-z-]+)?",
     r"\bover (\d[\d,]*) ((?:held-out |test |training )?(?:images|classes|scenes|pairs|concepts|\(class, concept\) "
-    r"pairs|draws|seeds|categories|channels))",
+    r"pairs|draws|seeds|categories|channels|performers|performer pairs|random draws of k concepts))",
+    r"\bover up to (\d[\d,]*) (random draws of k concepts)",
+    r"\b(\d[\d,]*) ((?:held-out|test) (?:images|scenes))",
     r"\b(\d[\d,]*) ((?:held-out |test )?(?:images|classes|scenes)) (?:of|per|whose)",
     r"\b(\d+) draws of (\d+) images",
+    r"\b(?:of|over|on|from|for) the (\d[\d,]*) ((?:held-out |test )?(?:images|classes|scenes|impressions|pairs))",
+    r"\b(\d[\d,]*) ((?:held-out |test )?(?:images|scenes)) (?:whose|that|where|with)",
 )
 _CI = re.compile(r"\[\s*([-+]?\d*\.?\d+(?:e-?\d+)?)\s*,\s*([-+]?\d*\.?\d+(?:e-?\d+)?)\s*\]")
 _ZOO = re.compile(r"\b(?:vgg|resnet|inception|alexnet)(?:-deep)?-(?:conceptworld-hard|conceptworld|fashion-mnist)\b"
@@ -221,7 +226,8 @@ def _wall_clock(figures: Path) -> list[str]:
         key = f"{meta.get('paper', side.parent.name)}/{meta.get('notebook', '')}"
         times[key] = max(times.get(key, 0.0), float(meta.get("wall_time_s") or 0.0))
     total = sum(times.values())
-    return [f"- wall clock: the notebooks' run times (the longest sidecar of each) sum to {total / 60:.1f} min over "
+    return [f"- wall clock: the notebooks' run times (each notebook's last sidecar: from its Run to its last output, "
+            f"so imports and start-up not counted) sum to {total / 60:.1f} min over "
             f"{len(times)} notebooks; longest: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in
                                                           sorted(times.items(), key=lambda kv: -kv[1])[:3])]
 

@@ -247,8 +247,9 @@ def benchmark_task(method: str, setting: Setting) -> dict[str, pd.DataFrame]:
     dict
         ``"part_scores"`` (``method``, ``class``, ``concept``, ``score``), ``"per_image"`` (``method``, ``image``,
         ``class``, ``deletion_auc``, ``insertion_auc``, ``pointing``, ``object_mass``), ``"robustness"`` (one row per
-        perturbation, threshold and image), ``"cost"`` (``method``, ``fit_s``, ``explain_s``, ``n_images``,
-        ``s_per_image``).
+        perturbation, threshold and image), ``"cost"`` (``method``, ``explains``, ``fit_s``, ``explain_s``,
+        ``n_images``, ``s_per_image``). For AfI and TCAV ``fit_s`` is the probe sets' rendering and ``explain_s``
+        holds the occluders' learning (AfI) or the CAVs' training (TCAV) on the fit scenes, per fit scene.
     """
     from xailib.batching import class_scores
     from xailib.models import load_model
@@ -288,8 +289,10 @@ def benchmark_task(method: str, setting: Setting) -> dict[str, pd.DataFrame]:
                               "deletion_auc": del_auc.double().numpy(), "insertion_auc": ins_auc.double().numpy(),
                               "pointing": point.double().numpy(), "object_mass": mass.double().numpy()})
     robust = _robustness(method, model, world, test, labels, maps, options, fit, setting)
-    n_explained = len(fit.labels) if method in CONCEPT_METHODS else len(labels)
-    cost = pd.DataFrame([{"method": method, "fit_s": t1 - t0, "explain_s": t2 - t1, "n_images": n_explained,
+    concept = method in CONCEPT_METHODS
+    n_explained = len(fit.labels) if concept else len(labels)
+    cost = pd.DataFrame([{"method": method, "explains": "classes, from their fit scenes" if concept else "images",
+                          "fit_s": t1 - t0, "explain_s": t2 - t1, "n_images": n_explained,
                           "s_per_image": (t2 - t1) / max(n_explained, 1)}])
     return {"part_scores": scores, "per_image": per_image, "robustness": robust, "cost": cost}
 
@@ -425,7 +428,8 @@ def finding(summary: pd.DataFrame) -> str:
             beat = [m for m, lo in zip(a["method"], a[f"{q}_low"]) if np.isfinite(lo) and lo > c[f"{q}_high"]]
             text += (f"; the random maps score {c[q]:+.3f} [{c[f'{q}_low']:+.3f}, {c[f'{q}_high']:+.3f}]"
                      + (" (a part's size alone predicts its drop)" if c[f"{q}_low"] > 0 else "")
-                     + f", and {', '.join(beat) if beat else 'no method'} lies clear above them")
+                     + f", and {', '.join(beat) if beat else 'no method'} "
+                     + ("lie" if len(beat) > 1 else "lies") + " clear above them")
         lines.append(text + ".")
     for q, (higher, label) in QUANTITIES.items():
         if q.startswith("agreement"):
