@@ -68,7 +68,72 @@ def test_discriminative_degrees_counts_every_selected_node():
     s = degree_summary(per)
     assert list(s["stage"]) == [1, 2, 3] and (s["chance"] == 1 / 5).all()
     assert ((s["mean_D"] >= 1 / 5) & (s["mean_D"] <= 1)).all()
+    assert ((s["ci_low"] <= s["mean_D"]) & (s["mean_D"] <= s["ci_high"])).all()
     assert count_hooks(model) == 0
+
+
+def test_degree_summary_interval_by_hand():
+    import pandas as pd
+
+    from xailib.metrics import bootstrap_ci
+
+    # four channels selected (D = 0.2, 0.4, 0.6, 1.0), one never selected (NaN, left out)
+    per = pd.DataFrame({"layer": "s1", "stage": 1, "channel": range(5), "selections": [5, 5, 5, 1, 0],
+                        "top_class": 0, "D": [0.2, 0.4, 0.6, 1.0, np.nan]})
+    s = degree_summary(per, n_classes=5, n_boot=2000, seed=3).iloc[0]
+    ci = bootstrap_ci([0.2, 0.4, 0.6, 1.0], n_boot=2000, seed=3)
+    assert s["channels_selected"] == 4 and s["mean_D"] == pytest.approx(0.55)
+    assert (s["ci_low"], s["ci_high"]) == (ci.low, ci.high) and 0.2 <= s["ci_low"] < 0.55 < s["ci_high"] <= 1.0
+    # a constant D has a zero-width interval
+    same = degree_summary(per.assign(D=0.5), n_classes=5).iloc[0]
+    assert same["ci_low"] == same["ci_high"] == 0.5
+
+
+def test_bias_reliance_sets_the_context_for_and_against_the_bias():
+    from xailib.data.conceptworld import ConceptWorld
+    from xailib.gap.diagnosis import bias_reliance
+
+    world = ConceptWorld(size=32, seed=0)
+    recipes = world.sample(60, split="test", seed=1)
+    cow, water = world.class_names.index("cow"), world.context_names.index("water")
+
+    class CodeWorld:
+        """Renders a scene as a 2 x 2 image holding its context and its label (channels 0 and 1)."""
+        context_names, class_names = world.context_names, world.class_names
+
+        def render(self, r):
+            codes = torch.stack([r.context.float(), r.label.float(), torch.zeros(len(r))], 1)
+            return SimpleNamespace(images=codes[:, :, None, None].expand(-1, -1, 2, 2).clone())
+
+    class BiasOnly(torch.nn.Module):
+        """Says "cow" for every scene on water, else the true label: a model that learnt the bias and nothing
+        else wrong."""
+
+        def __init__(self):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            pred = torch.where(x[:, 0, 0, 0] == water, torch.full_like(x[:, 1, 0, 0], cow), x[:, 1, 0, 0]).long()
+            return torch.nn.functional.one_hot(pred, 10).float() + 0 * self.dummy
+
+    ds = SimpleNamespace(world=CodeWorld(), recipes=recipes, labels=recipes.label)
+    r = bias_reliance(BiasOnly(), ds, "water", "cow", n_boot=500).set_index("condition")
+    target = recipes.label == cow
+    assert r.loc["aligned", "target_in_context"] == 1.0 and r.loc["aligned", "others_in_context"] == 0.0
+    assert r.loc["conflicting", "target_in_context"] == 0.0 and r.loc["conflicting", "others_in_context"] == 1.0
+    # aligned: cows on water (called cows), nothing else on water: all right
+    assert r.loc["aligned", "accuracy"] == 1.0 and r.loc["aligned", "predicted_target"] == 0.0
+    # against the bias every other scene is on water and called a cow; the cows, off water, are right
+    assert r.loc["conflicting", "predicted_target"] == 1.0
+    assert r.loc["conflicting", "accuracy"] == pytest.approx(float(target.double().mean()))
+    # clean: wrong exactly on the other classes' scenes that happen to be on water
+    assert r.loc["clean", "accuracy"] == pytest.approx(1.0 - float(((recipes.context == water) & ~target).double().mean()))
+    assert (r["n"] == 60).all() and (r["ci_low"] <= r["accuracy"]).all() and (r["accuracy"] <= r["ci_high"]).all()
+    with pytest.raises(ValueError, match="Unknown context"):
+        bias_reliance(BiasOnly(), ds, "lava", "cow")
+    with pytest.raises(TypeError, match="ConceptWorldDataset"):
+        bias_reliance(BiasOnly(), recipes.label, "water", "cow")
 
 
 # ---- masks, IoU, occlusion -------------------------------------------------------------------------------------

@@ -28,7 +28,9 @@ Sec. 3.2 batched over images and over the nodes of a tree level (``xailib.gap.de
 engine for one image, as a tree).
 
 An optional planted-bias model for the context analysis is trained by
-:func:`xailib.models.train.train_biased_model`.
+:func:`xailib.models.train.train_biased_model`; :func:`bias_reliance` measures whether it learnt the bias
+(its accuracy on the same scenes with the context set against the bias), the validity check of running
+Fig. 10's test on its errors.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from xailib.checks import (
     model_device,
 )
 from xailib.layers import model_state
-from xailib.metrics import mask_iou
+from xailib.metrics import bootstrap_ci, mask_iou
 from xailib.gap.decomposition import DEFAULT_MASK_THRESHOLD, DecisionLevel, decompose_images
 from xailib.gap.gradients import DEFAULT_MAX_BATCH_BYTES, decision_gradients, layer_outputs, segment_available
 from xailib.gap.module import channel_contributions
@@ -78,6 +80,7 @@ __all__ = [
     "discriminative_degree",
     "discriminative_degrees",
     "degree_summary",
+    "bias_reliance",
 ]
 
 
@@ -700,22 +703,112 @@ def discriminative_degrees(
     return out
 
 
-def degree_summary(per_channel: pd.DataFrame, n_classes: int | None = None, min_selections: int = 1) -> pd.DataFrame:
+def degree_summary(per_channel: pd.DataFrame, n_classes: int | None = None, min_selections: int = 1,
+                   confidence: float = 0.95, n_boot: int = 10000, seed: int = 0) -> pd.DataFrame:
     """Per layer: the mean of Eq. (13) over channels selected at least ``min_selections`` times, and the
     selection-weighted mean ``sum_k max_c N_{k,c} / sum_k sum_c N_{k,c}`` (robust to rarely selected
     channels, whose D is 1 by construction when selected once).
 
+    ``ci_low``, ``ci_high`` are the percentile bootstrap interval of ``mean_D`` over those channels
+    (:func:`xailib.metrics.bootstrap_ci` with ``confidence``, ``n_boot``, ``seed``; ``n`` =
+    ``channels_selected``): the spread a reader needs before reading an order of models out of ``mean_D``.
+
     Returns
     -------
-    DataFrame: ``layer``, ``stage``, ``channels``, ``channels_selected``, ``mean_D``, ``median_D``,
-    ``weighted_D``, ``chance`` (``1/C``, the minimum of Eq. 13).
+    DataFrame: ``layer``, ``stage``, ``channels``, ``channels_selected``, ``mean_D``, ``ci_low``, ``ci_high``,
+    ``median_D``, ``weighted_D``, ``chance`` (``1/C``, the minimum of Eq. 13).
     """
     n_classes = per_channel.attrs.get("n_classes") if n_classes is None else n_classes
     rows = []
     for (layer, stage), g in per_channel.groupby(["layer", "stage"], sort=False):
         sel = g[g["selections"] >= min_selections]
         weighted = float((sel["D"] * sel["selections"]).sum() / max(sel["selections"].sum(), 1))
+        ci = bootstrap_ci(sel["D"].to_numpy(dtype=np.float64), n_boot=n_boot, confidence=confidence, seed=seed)
         rows.append({"layer": layer, "stage": stage, "channels": len(g), "channels_selected": len(sel),
-                     "mean_D": sel["D"].mean(), "median_D": sel["D"].median(), "weighted_D": weighted,
+                     "mean_D": sel["D"].mean(), "ci_low": ci.low, "ci_high": ci.high,
+                     "median_D": sel["D"].median(), "weighted_D": weighted,
                      "chance": 1.0 / n_classes if n_classes else math.nan})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# The planted-bias model: does it rely on its bias? (our addition, the validity check of its Fig. 10 test)
+# --------------------------------------------------------------------------------------------------
+
+
+def _recontext(recipes, context: torch.Tensor, target: torch.Tensor, bias_ctx: int, n_contexts: int, aligned: bool):
+    """Recipes with the context set for (``aligned``) or against the bias: target-class scenes get ``bias_ctx``
+    (aligned) or, where they show it, the next context (against); the other scenes the reverse."""
+    out = recipes.clone()
+    other = torch.where(context == bias_ctx, (context + 1) % n_contexts, context)  # never the bias context
+    on = torch.full_like(context, bias_ctx)
+    out.context[:] = torch.where(target, on, other) if aligned else torch.where(target, other, on)
+    return out
+
+
+@torch.no_grad()
+def bias_reliance(model: nn.Module, dataset, context: str, target_class: str, chunk_size: int = 512,
+                  confidence: float = 0.95, n_boot: int = 10000, seed: int = 0) -> pd.DataFrame:
+    """How much a model relies on a planted context bias: its accuracy on the same test scenes with the context
+    set against the bias, compared with the unchanged scenes.
+
+    Three conditions of the same scenes (re-rendered from their recipes, so only the background changes):
+
+    * ``clean`` -- the scenes as drawn (contexts independent of the class);
+    * ``aligned`` -- every ``target_class`` scene in ``context``, no other scene in it (a scene of another class
+      that showed ``context`` gets the next context);
+    * ``conflicting`` -- every other scene in ``context``; a ``target_class`` scene that showed it gets the
+      next context.
+
+    A model that learnt the bias is more accurate on ``aligned`` than on ``clean`` and less on ``conflicting``,
+    and predicts ``target_class`` for many other scenes in ``context``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A ConceptWorld classifier (eval mode is set for the call and restored).
+    dataset : xailib.data.conceptworld.ConceptWorldDataset
+        Test scenes (``recipes``, ``labels`` and ``world``).
+    context, target_class : str
+        The planted bias (e.g. ``"water"``, ``"cow"``).
+
+    Returns
+    -------
+    DataFrame
+        One row per condition: ``condition``, ``accuracy``, ``ci_low``, ``ci_high`` (bootstrap over scenes,
+        :func:`xailib.metrics.bootstrap_ci`), ``n``, ``predicted_target`` (share of the other classes' scenes
+        predicted as ``target_class``), ``target_in_context`` (share of ``target_class`` scenes shown in
+        ``context``), ``others_in_context``.
+    """
+    check_model(model)
+    for name, value in (("context", context), ("target_class", target_class)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a name (str), got {value!r}.")
+    world = getattr(dataset, "world", None)
+    if world is None or not hasattr(dataset, "recipes"):
+        raise TypeError(f"dataset must be a ConceptWorldDataset (with world and recipes), got {type(dataset).__name__}.")
+    if context not in world.context_names:
+        raise ValueError(f"Unknown context {context!r}; valid: {', '.join(world.context_names)}.")
+    if target_class not in world.class_names:
+        raise ValueError(f"Unknown class {target_class!r}; valid: {', '.join(world.class_names)}.")
+    bias_ctx, cls = world.context_names.index(context), world.class_names.index(target_class)
+    recipes, labels = dataset.recipes, dataset.labels.cpu()
+    target = labels == cls
+    conditions = {"clean": recipes,
+                  "aligned": _recontext(recipes, recipes.context, target, bias_ctx, len(world.context_names), True),
+                  "conflicting": _recontext(recipes, recipes.context, target, bias_ctx, len(world.context_names), False)}
+    rows = []
+    with model_state(model, train=False):
+        for cond, r in conditions.items():
+            pred = torch.cat([class_scores(model, world.render(r[s:s + chunk_size]).images).argmax(1).cpu()
+                              for s in range(0, len(labels), chunk_size)])
+            correct = (pred == labels).double().numpy()
+            ci = bootstrap_ci(correct, n_boot=n_boot, confidence=confidence, seed=seed)
+            rows.append({"condition": cond, "accuracy": ci.mean, "ci_low": ci.low, "ci_high": ci.high, "n": ci.n,
+                         "predicted_target": float((pred[~target] == cls).double().mean()) if (~target).any()
+                         else math.nan,
+                         "target_in_context": float((r.context[target] == bias_ctx).double().mean())
+                         if target.any() else math.nan,
+                         "others_in_context": float((r.context[~target] == bias_ctx).double().mean())
+                         if (~target).any() else math.nan})
     return pd.DataFrame(rows)
