@@ -28,6 +28,7 @@ __all__ = [
     "show_overlay",
     "image_grid",
     "overlay_masks",
+    "part_colours",
 ]
 
 # Distinct colours for mask overlays (tab10 without grey).
@@ -169,15 +170,18 @@ def image_grid(
     return fig
 
 
-def overlay_masks(image: torch.Tensor, masks: torch.Tensor, alpha: float = 0.55) -> torch.Tensor:
+def overlay_masks(image: torch.Tensor, masks: torch.Tensor, alpha: float = 0.55, colours=None) -> torch.Tensor:
     """Colour each mask of ``masks: [M, H, W]`` (bool) over ``image: [C, H, W]``; returns ``[3, H, W]``.
 
-    Mask ``m`` gets colour ``m`` of a fixed palette (cycled), blended with weight ``alpha``.
+    Mask ``m`` gets colour ``m`` of ``colours`` (an ``[K, 3]`` array of RGB in [0, 1]; default a fixed palette
+    of 9), cycled, blended with weight ``alpha``.
     """
     rgb = torch.from_numpy(to_numpy_image(image)).permute(2, 0, 1).clone()
     if masks.dim() != 3 or masks.shape[-2:] != rgb.shape[-2:]:
         raise ValueError(f"masks must be [M, H, W] with H, W = {tuple(rgb.shape[-2:])}, got {tuple(masks.shape)}.")
-    palette = torch.from_numpy(_MASK_COLOURS).float()
+    palette = torch.as_tensor(np.asarray(_MASK_COLOURS if colours is None else colours, dtype=np.float64)).float()
+    if palette.dim() != 2 or palette.shape[1] != 3 or not len(palette):
+        raise ValueError(f"colours must be an [K, 3] array of RGB values in [0, 1], got shape {tuple(palette.shape)}.")
     for m in range(masks.shape[0]):
         sel = masks[m].bool().cpu()
         colour = palette[m % len(palette)].view(3, 1)
@@ -208,18 +212,40 @@ def class_gallery(images: torch.Tensor, labels: torch.Tensor, class_names: Seque
     return image_grid(images[idx], ncols=per_class, row_labels=list(class_names))
 
 
+def part_colours(n: int) -> np.ndarray:
+    """``n`` distinct RGB colours ``[n, 3]`` in [0, 1], one per part: tab20 without its greys, its dark shades
+    first and then its light ones (so the first 9 differ in hue), cycled."""
+    tab = np.asarray(plt.get_cmap("tab20").colors)
+    tab = np.concatenate([np.delete(tab[0::2], 7, axis=0), np.delete(tab[1::2], 7, axis=0)])  # grey is pair 7
+    return tab[np.arange(n) % len(tab)]
+
+
 def part_mask_figure(batch, indices: Sequence[int]):
-    """Each scene of a ConceptWorld ``SceneBatch`` beside its visible-part masks, parts named in the title."""
+    """Each scene of a ConceptWorld ``SceneBatch`` beside its visible-part masks, parts named in the title.
+
+    Part ``p`` of ``world.part_names`` has the same colour (:func:`part_colours`) in every scene, and a key
+    below the grid names the colour of each part shown.
+    """
     world = batch.world
-    tiles, titles = [], []
+    colours = part_colours(len(world.part_names))
+    tiles, titles, shown = [], [], set()
     for i in indices:
         masks = batch.part_masks[i]  # [P, H, W]
         present = [p for p in range(masks.shape[0]) if masks[p].any()]
-        tiles += [batch.images[i], overlay_masks(batch.images[i], masks[present])]
+        shown.update(present)
+        tiles += [batch.images[i], overlay_masks(batch.images[i], masks[present], colours=colours[present])]
         titles += [world.class_names[int(batch.labels[i])], ", ".join(world.part_names[p] for p in present)]
     fig = image_grid(torch.stack(tiles), ncols=4, size=2.2)
     for ax, title in zip(fig.axes, titles):
         ax.set_title(title, fontsize=6, wrap=True)
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=colours[p], edgecolor="black", linewidth=0.3, label=world.part_names[p])
+               for p in sorted(shown)]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=7, frameon=False,
+                   title="part masks (colour key)", title_fontsize=7, bbox_to_anchor=(0.5, 0.0))
+        fig.subplots_adjust(bottom=0.04 + 0.03 * -(-len(handles) // 7))
     return fig
 
 

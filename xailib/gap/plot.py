@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Patch
 import pandas as pd
 import torch
 from torch import nn
@@ -40,6 +41,7 @@ __all__ = [
     "plot_data_randomization",
     "plot_cascading_examples",
     "plot_channel_removal",
+    "identical_curves",
 ]
 
 
@@ -275,7 +277,7 @@ def plot_peak_responses(table: pd.DataFrame, image: int | None = None, clean: to
     image = int(fooled["image"].iloc[0]) if image is None else int(image)
     show = clean is not None and adversarial is not None
     ncols = 5 if show else 2
-    fig, axes = plt.subplots(1, ncols, figsize=(3.0 * ncols, 2.8),
+    fig, axes = plt.subplots(1, ncols, figsize=(3.0 * ncols + 2.2, 2.8),
                              gridspec_kw={"width_ratios": ([1, 1, 1] if show else []) + [2, 2]})
     name = (lambda c: class_names[int(c)]) if class_names is not None else (lambda c: str(int(c)))
     one = t[t["image"] == image]
@@ -305,9 +307,12 @@ def plot_peak_responses(table: pd.DataFrame, image: int | None = None, clean: to
         ax.set_xticks(pos)
         ax.set_xticklabels(labels, rotation=60, fontsize=6)
         ax.set_ylabel("peak response max F", fontsize=7)
-        ax.set_title(title + "\nblue: true-class channels, red: adversarial-class", fontsize=7)
+        ax.set_title(title, fontsize=7)
         ax.tick_params(labelsize=6)
-    axes[-1].legend(fontsize=6)
+    handles = [Patch(facecolor=c, alpha=a, label=f"{kind} channels, {img} image")
+               for kind, c in (("true-class", "tab:blue"), ("adversarial-class", "tab:red"))
+               for img, a in (("clean", 0.45), ("adversarial", 1.0))]
+    axes[-1].legend(handles=handles, fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return fig
 
@@ -354,7 +359,7 @@ def plot_discriminative_degrees(summaries: dict[str, pd.DataFrame], column: str 
     the zoo's deep tier (``<arch>-deep-<dataset>``) dashed, in the colour of its family's shallow member."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig, ax = plt.subplots(figsize=(7.4, 3.6))
     chance = None
     families: dict[str, str] = {}
     for name, s in summaries.items():
@@ -362,6 +367,9 @@ def plot_discriminative_degrees(summaries: dict[str, pd.DataFrame], column: str 
         colour = families.setdefault(family, f"C{len(families)}")
         ax.plot(s["stage"], s[column], marker="o", label=name, color=colour,
                 ls="--" if "-deep-" in name else "-")
+        if column == "mean_D" and {"ci_low", "ci_high"} <= set(s.columns):  # 95% bootstrap CI over channels
+            ax.errorbar(s["stage"], s[column], yerr=[s[column] - s["ci_low"], s["ci_high"] - s[column]],
+                        fmt="none", ecolor=colour, elinewidth=0.8, capsize=2)
         chance = s["chance"].iloc[0]
     if chance is not None:
         ax.axhline(chance, color="grey", ls="--", lw=1, label="1/C (minimum)")
@@ -369,7 +377,7 @@ def plot_discriminative_degrees(summaries: dict[str, pd.DataFrame], column: str 
     ax.set_ylabel(f"discriminative degree D ({column})")
     ax.set_ylim(0, 1.05)
     ax.set_xticks(sorted(next(iter(summaries.values()))["stage"]))
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return fig
 
@@ -393,7 +401,7 @@ def plot_cascading_randomization(df: pd.DataFrame, title: str | None = None):
     """
     steps = df.drop_duplicates("step").sort_values("step")
     labels = ["original" if s == 0 else _short(r) for s, r in zip(steps["step"], steps["randomized"])]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12.8, 3.8), sharey=True)
     for ax, col, what in zip(axes, ("spearman_abs", "spearman_signed"), ("absolute value", "no absolute value")):
         for meth, g in df.groupby("method", sort=False):
             st = g.groupby("step")[col].agg(["mean", "std"]).reindex(steps["step"])
@@ -405,7 +413,7 @@ def plot_cascading_randomization(df: pd.DataFrame, title: str | None = None):
         ax.set_xlabel("re-initialised from the top down to")
         ax.set_title(f"Spearman rank correlation ({what})")
     axes[0].set_ylabel("rank correlation with original map")
-    axes[1].legend(fontsize=8, loc="lower left")
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)  # off the curves
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -426,7 +434,10 @@ def plot_data_randomization(df: pd.DataFrame, title: str | None = None):
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xticks(x, stats.index, rotation=20)
     ax.set_ylabel("rank correlation\n(true vs. permuted labels)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    # the bars take each method's colour; the key says which bar of a pair is which, in neutral shades
+    handles = [Patch(facecolor="0.25", label="absolute value (left bar, full colour)"),
+               Patch(facecolor="0.25", alpha=0.45, label="no absolute value (right bar, pale)")]
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(title or "Data randomisation test")
     fig.tight_layout()
     return fig
@@ -493,18 +504,41 @@ def plot_channel_removal(df: pd.DataFrame, title: str | None = None):
     ``df`` from :func:`channel_removal_curve`. Lower is better (the removed channels mattered more).
     """
     layers = list(dict.fromkeys(df["layer"]))
-    fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers), 3.3), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers) + 1.8, 3.3), sharey=True, squeeze=False)
+    same = identical_curves(df, "LRP", "gAP")
     for ax, layer in zip(axes[0], layers):
         for meth, g in df[df["layer"] == layer].groupby("method", sort=False):
-            ax.plot(g["n_removed"], g["accuracy"], marker="o", color=_COLORS.get(meth), label=meth,
-                    lw=3 if meth == "gAP" else 1, ls={"Random": "--", "LRP": ":"}.get(meth, "-"),
-                    ms=7 if meth == "gAP" else 4, zorder=1 if meth == "gAP" else 2)  # gAP and LRP may coincide
+            label = "LRP = gAP (identical curve)" if meth == "LRP" and same.get(layer) else meth
+            ax.plot(g["n_removed"], g["accuracy"], marker="x" if meth == "LRP" else "o", color=_COLORS.get(meth),
+                    label=label, lw=3 if meth == "gAP" else 1, ls={"Random": ":", "LRP": "--"}.get(meth, "-"),
+                    ms=7 if meth == "gAP" else 5, zorder=1 if meth == "gAP" else 2)  # LRP drawn over gAP
+        if same.get(layer):
+            ax.text(0.97, 0.97, "LRP = gAP\n(identical curve)", transform=ax.transAxes, ha="right", va="top",
+                    fontsize=7, color=_COLORS["LRP"])
         ax.set_title(_short(layer))
         ax.set_xlabel("top-N channels removed")
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("accuracy")
-    axes[0, -1].legend(fontsize=8)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    for ax in axes[0, 1:]:  # every method once, whichever panel drew it
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    axes[0, -1].legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def identical_curves(df: pd.DataFrame, method: str, reference: str = "gAP", atol: float = 1e-9) -> dict[str, bool]:
+    """Per layer of a :func:`channel_removal_curve` table: whether ``method``'s accuracy curve equals
+    ``reference``'s at every N, within ``atol`` (False where either is missing or their N differ)."""
+    out = {}
+    for layer, g in df.groupby("layer", sort=False):
+        a = g[g["method"] == method].sort_values("n_removed")
+        b = g[g["method"] == reference].sort_values("n_removed")
+        out[layer] = bool(len(a) and len(a) == len(b) and np.array_equal(a["n_removed"].to_numpy(), b["n_removed"].to_numpy())
+                          and np.allclose(a["accuracy"].to_numpy(float), b["accuracy"].to_numpy(float), rtol=0, atol=atol))
+    return out
