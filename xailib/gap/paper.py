@@ -335,7 +335,8 @@ def sanity_comparison(table1: pd.DataFrame, counts: dict[str, pd.DataFrame], sur
                 if not judged:
                     note += "; no test against the random control (the number of images is not given)"
                 elif not above:
-                    note += "; not reproduced: a random pick of the same size does as well"
+                    note += ("; not reproduced: not above a random pick of the same size (within two standard "
+                             "errors of the difference)")
                 elif not sparse:
                     note += "; not sparse: more than a quarter of the channels kept, at most partly"
                 rows.append(paper_row("Fig. 8", f"{what}, {label} ({name})", paper, ours, verdict, note))
@@ -486,7 +487,7 @@ def randomization_comparison(cascade: pd.DataFrame | None = None, data: pd.DataF
             note = (f"{_rank_words(means, 'least effective (highest accuracy left)')}; rule: gAP lower than each method, the difference beyond a 95% binomial "
                     f"interval (unpaired: the table holds no per-image outcomes); others: {'; '.join(parts)}"
                     + (f"; mean over n = {removal_images} images" if removal_images else "; n not given, no interval"))
-            if lowest != "gAP":
+            if means[lowest] < means["gAP"]:
                 note += f"; {lowest}'s curve lies below gAP's ({means[lowest]:.3f} vs {means['gAP']:.3f})"
             if _order_words(states):
                 note += f"; {_order_words(states)}"
@@ -674,7 +675,7 @@ def diagnosis_comparison(
         rows.append(paper_row(
             "Fig. 14", f"order of D at the highest stage{on}", "ResNet-50 > VGG-16 > AlexNet",
             ours + " (mean D [95% CI, n channels], in the paper's order)", verdict,
-            (f"{rule}; {pairs}" + (f"; {words}" if words else "") if known else
+            (rule + (f"; {pairs}" if pairs else "") + (f"; {words}" if words else "") if known else
              "no intervals (degree_summary without ci_low, ci_high)")
             + "; the paper's order is of ResNet-50, VGG-16 and AlexNet (Inception is shown, not ranked)"
             + ("" if len(ranked) == 3 else f"; only {', '.join(has)} measured")))

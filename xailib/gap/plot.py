@@ -513,8 +513,8 @@ def plot_channel_removal(df: pd.DataFrame, title: str | None = None):
                     label=label, lw=3 if meth == "gAP" else 1, ls={"Random": ":", "LRP": "--"}.get(meth, "-"),
                     ms=7 if meth == "gAP" else 5, zorder=1 if meth == "gAP" else 2)  # LRP drawn over gAP
         if same.get(layer):
-            ax.text(0.97, 0.97, "LRP = gAP\n(identical curve)", transform=ax.transAxes, ha="right", va="top",
-                    fontsize=7, color=_COLORS["LRP"])
+            ax.text(0.03, 0.03, "LRP = gAP\n(identical curve)", transform=ax.transAxes, ha="left", va="bottom",
+                    fontsize=7, color=_COLORS["LRP"])  # the curves fall from the top left: this corner stays clear
         ax.set_title(_short(layer))
         ax.set_xlabel("top-N channels removed")
         ax.grid(alpha=0.3)
