@@ -256,3 +256,14 @@ def test_planted_bias_rows_need_a_valid_test():
     reliance.loc[2, ["accuracy", "ci_low", "ci_high"]] = [0.79, 0.74, 0.84]
     df = diagnosis_comparison(biased_occlusion=occ, bias_reliance=reliance)
     assert "not valid" in df.iloc[0]["note"] and df.iloc[1]["verdict"] == "not comparable"
+
+
+def test_rank_words_says_among_the_worst_only_for_the_bottom():
+    from xailib.gap.paper import _rank_words
+
+    three = {"gAP": 0.5, "A": 0.4, "B": 0.6}                     # gAP in the middle of three
+    assert _rank_words(three, "least effective") == "gAP ranks 2 of 3 by mean (1 = lowest)"
+    assert _rank_words({"gAP": 0.7, "A": 0.4, "B": 0.6}, "least effective").endswith("among the least effective")
+    four = {"gAP": 0.5, "A": 0.4, "B": 0.6, "C": 0.3}           # third of four: next to last
+    assert _rank_words(four, "x") == "gAP ranks 3 of 4 by mean (1 = lowest); gAP is among the x"
+    assert _rank_words({"gAP": 0.5, "A": 0.6}, "x") == "gAP ranks 1 of 2 by mean (1 = lowest)"

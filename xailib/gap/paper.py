@@ -378,11 +378,14 @@ def timing_comparison(timing: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def _rank_words(values: dict[str, float], worst: str, method: str = "gAP") -> str:
-    """``method``'s rank by mean among ``values`` (1 = lowest), and ``worst`` where it ranks last or next to last."""
+    """``method``'s rank by mean among ``values`` (1 = lowest), and ``worst`` where it ranks last of three or more,
+    or next to last of four or more (the middle of three is not "among the worst")."""
     finite = {m: v for m, v in values.items() if np.isfinite(v)}
     rank = 1 + sum(v < finite[method] for m, v in finite.items() if m != method)
-    words = f"{method} ranks {rank} of {len(finite)} by mean (1 = lowest)"
-    return words + (f"; {method} is among the {worst}" if len(finite) > 2 and rank >= len(finite) - 1 else "")
+    n = len(finite)
+    words = f"{method} ranks {rank} of {n} by mean (1 = lowest)"
+    worst_two = n > 2 and (rank == n or (n >= 4 and rank == n - 1))
+    return words + (f"; {method} is among the {worst}" if worst_two else "")
 
 
 def _state_words(state: str, other: str, method: str = "gAP") -> str:
