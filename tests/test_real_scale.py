@@ -180,7 +180,7 @@ def test_sanity_notebook_runs_a_torchvision_model_on_a_standin_folder(standin_fo
               notebooks_dir=repo_root() / "notebooks", figures_dir=out / "figures", build_dir=out / "build")
     folder = out / "figures" / "gap"
     table1 = (folder / "table1_pcc.csv").read_text().splitlines()
-    assert table1[0] == "model,ground truth,strategy,T->S5,S5->S4,S4->S3,S3->S2,S2->S1" and len(table1) == 13
+    assert table1[0] == "model,ground truth,strategy,T->S5,S5->S4,S4->S3,S3->S2,S2->S1,reading" and len(table1) == 13
     assert all(line.startswith("resnet18,") for line in table1[1:])
     assert table1[1].startswith("resnet18,mean,AA,,")  # a global-average-pool head: mean ablation changes nothing
     timing = (folder / "timing_gap_vs_ground_truth.csv").read_text().splitlines()
