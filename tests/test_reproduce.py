@@ -298,3 +298,33 @@ def test_environment_restored_after_a_local_cluster():
     with rp.environment_restored(), LocalCluster(n_workers=1, processes=True, dashboard_address=None):
         pass
     assert dict(os.environ) == before
+
+
+def test_cluster_jobs_run_longest_first_by_the_last_recorded_run_times(tmp_path):
+    """The longest-processing-time order, from the sidecars' wall_time_s (the largest per notebook); a notebook
+    with no record goes first (its cost is unknown); a top-level notebook is found by its stem."""
+    figs = tmp_path / "figures"
+    for paper, notebook, seconds in [("gap", "01_a", 30.0), ("gap", "01_a", 120.0), ("afi", "02_b", 60.0),
+                                     ("data_and_models", "00_c", 90.0)]:
+        (figs / paper).mkdir(parents=True, exist_ok=True)
+        (figs / paper / f"{notebook}_{seconds:.0f}.json").write_text(
+            json.dumps({"paper": paper, "notebook": notebook, "wall_time_s": seconds}))
+    (figs / "gap" / "broken.json").write_text("{not json")
+    times = rp.last_run_times(figs)
+    assert times == {"gap/01_a": 120.0, "afi/02_b": 60.0, "data_and_models/00_c": 90.0}
+    jobs = [(rp._Notebook(Path(rel), rel, {}), None, {}) for rel in
+            ("00_c.ipynb", "afi/02_b.ipynb", "gap/01_a.ipynb", "mace/09_new.ipynb")]
+    order = [job[0].rel for job in rp.longest_first(jobs, times)]
+    assert order == ["mace/09_new.ipynb", "gap/01_a.ipynb", "00_c.ipynb", "afi/02_b.ipynb"]
+
+
+def test_the_report_records_how_the_run_was_run_in_a_wall_clock_line(monkeypatch):
+    from xailib import report
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    line = rp._run_line(18, 2520.0, 2, None)
+    assert line == ("- wall clock: the last run of `xailib.reproduce` took 42.0 min end to end for 18 notebook(s), "
+                    "on 2 local worker process(es), 1 thread(s) per kernel")
+    assert report.wall_clock_lines(f"# r\n{line}\nkept") == [line]
+    with pytest.raises(ValueError, match="wall clock"):
+        report.render_report("/nonexistent", run="took 3 min")

@@ -217,14 +217,9 @@ def _figures_of(figures: Path, folder: str, notebook: str) -> list[str]:
 
 
 def _wall_clock(figures: Path) -> list[str]:
-    times: dict[str, float] = {}
-    for side in figures.glob("*/*.json"):
-        try:
-            meta = json.loads(side.read_text())
-        except (OSError, ValueError):
-            continue
-        key = f"{meta.get('paper', side.parent.name)}/{meta.get('notebook', '')}"
-        times[key] = max(times.get(key, 0.0), float(meta.get("wall_time_s") or 0.0))
+    from xailib.reproduce import last_run_times
+
+    times = last_run_times(figures)
     total = sum(times.values())
     return [f"- wall clock: the notebooks' run times (each notebook's last sidecar: from its Run to its last output, "
             f"so imports and start-up not counted) sum to {total / 60:.1f} min over "
@@ -232,8 +227,11 @@ def _wall_clock(figures: Path) -> list[str]:
                                                           sorted(times.items(), key=lambda kv: -kv[1])[:3])]
 
 
-def render_report(figures: str | Path, *, commit: str = "", profile: str = "") -> str:
-    """The text of REPRODUCTION.md from the tables under ``figures``."""
+def render_report(figures: str | Path, *, commit: str = "", profile: str = "", run: str = "") -> str:
+    """The text of REPRODUCTION.md from the tables under ``figures``; ``run``, a line on how the run that made
+    them was run (it must start with ``- wall clock:``, so that :func:`stable_lines` leaves it out)."""
+    if run and not run.startswith("- wall clock:"):
+        raise ValueError(f"run must be a '- wall clock: ...' line, got {run!r}")
     figures = Path(figures)
     rows = collect_rows(figures)
     out = ["# Reproduction report", "",
@@ -245,7 +243,7 @@ def render_report(figures: str | Path, *, commit: str = "", profile: str = "") -
     if commit or profile:
         out += [f"Figures made at commit `{commit}` on the `{profile}` profile." if commit else
                 f"Profile: `{profile}`.", ""]
-    out += _wall_clock(figures) + [""]
+    out += _wall_clock(figures) + ([run] if run else []) + [""]
     if not rows.empty:
         tally = rows.groupby(["folder", "verdict"]).size().unstack(fill_value=0)
         out += ["## Verdicts", "", "| paper | " + " | ".join(tally.columns) + " |",
@@ -321,10 +319,10 @@ def _benchmark_section(figures: Path) -> list[str]:
     return out + [""]
 
 
-def write_report(figures: str | Path, path: str | Path, *, commit: str = "", profile: str = "") -> Path:
+def write_report(figures: str | Path, path: str | Path, *, commit: str = "", profile: str = "", run: str = "") -> Path:
     """Write :func:`render_report` to ``path``; returns it."""
     path = Path(path)
-    path.write_text(render_report(figures, commit=commit, profile=profile))
+    path.write_text(render_report(figures, commit=commit, profile=profile, run=run))
     return path
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fnmatch
+import json
 import os
 import re
 import shutil
@@ -601,6 +602,8 @@ def reproduce(
 
     t0 = time.perf_counter()
     jobs = [(nb, build / "executed" / nb.rel, _parameters_for(nb, base, extra)) for nb in notebooks]
+    if workers is not None or scheduler is not None:
+        jobs = longest_first(jobs, last_run_times(figures))
     bar = tqdm(total=len(jobs), unit="notebook", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     with _environment(PYTHONHASHSEED="0"):
         try:
@@ -616,7 +619,8 @@ def reproduce(
 
     written = _publish(staging, figures)
     shutil.rmtree(staging, ignore_errors=True)
-    report = _write_report(figures, profile)
+    report = _write_report(figures, profile, run=_run_line(len(notebooks), time.perf_counter() - t0, workers,
+                                                            scheduler))
     _print_summary(stream, notebooks, written, figures, build / "executed", time.perf_counter() - t0,
                    profile, device, base["seed"])
     if report is not None:
@@ -624,7 +628,47 @@ def reproduce(
     return written
 
 
-def _write_report(figures: Path, profile: str) -> Path | None:
+def last_run_times(figures: Path) -> dict[str, float]:
+    """Each notebook's run time in seconds (``paper/notebook`` -> the largest ``wall_time_s`` of its sidecars
+    under ``figures``), as the last run recorded it; notebooks never run are absent."""
+    times: dict[str, float] = {}
+    for side in Path(figures).glob("*/*.json"):
+        try:
+            meta = json.loads(side.read_text())
+            seconds = float(meta.get("wall_time_s") or 0.0)
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+        key = f"{meta.get('paper', side.parent.name)}/{meta.get('notebook', '')}"
+        times[key] = max(times.get(key, 0.0), seconds)
+    return times
+
+
+def longest_first(jobs: Sequence[tuple[_Notebook, Path, dict[str, Any]]], times: Mapping[str, float]) -> list:
+    """The jobs ordered for a cluster: the longest last run first (a notebook never run counts as the longest,
+    its cost being unknown), ties in the given order. Dask hands out the queued tasks in submission order, so
+    this is the longest-processing-time rule, which keeps the last worker from starting a long notebook late."""
+    stems: dict[str, list[float]] = {}
+    for key, seconds in times.items():
+        stems.setdefault(key.rsplit("/", 1)[-1], []).append(seconds)
+
+    def cost(job):
+        rel = job[0].rel.removesuffix(".ipynb")
+        if rel in times:
+            return times[rel]
+        same = stems.get(rel.rsplit("/", 1)[-1], [])    # a top-level notebook records its paper in its sidecars
+        return same[0] if len(same) == 1 else float("inf")
+    return sorted(jobs, key=lambda job: -cost(job))
+
+
+def _run_line(n: int, seconds: float, workers: int | None, scheduler: str | None) -> str:
+    threads = os.environ.get("OMP_NUM_THREADS") or "torch's default number of"
+    where = (f"on {workers} local worker process(es)" if workers is not None else
+             "on the Dask cluster at the given scheduler" if scheduler is not None else "in one process, serially")
+    return (f"- wall clock: the last run of `xailib.reproduce` took {seconds / 60:.1f} min end to end for {n} "
+            f"notebook(s), {where}, {threads} thread(s) per kernel")
+
+
+def _write_report(figures: Path, profile: str, run: str = "") -> Path | None:
     """REPRODUCTION.md beside ``figures/`` (:mod:`xailib.report`), from every table there, after publishing."""
     from xailib.report import write_report
     from xailib.results import git_info
@@ -632,7 +676,7 @@ def _write_report(figures: Path, profile: str) -> Path | None:
     if not figures.is_dir():
         return None
     return write_report(figures, figures.parent / "REPRODUCTION.md", commit=str(git_info().get("commit", "")),
-                        profile=profile)
+                        profile=profile, run=run)
 
 
 def _print_summary(stream: TextIO, notebooks: Sequence[_Notebook], written: Mapping[str, list[Path]],
