@@ -176,3 +176,12 @@ def test_report_has_a_row_for_every_artifact_and_is_stable(tmp_path):
     assert "sum to 1.0 min over 1 notebooks" in text and "| [paper_vs_ours_sanity](figures/gap/paper_vs_ours_sanity.md) |" in text
     again = report.render_report(figs, commit="def5678", profile="default")
     assert report.stable_lines(text) == report.stable_lines(again) and text != again
+
+
+def test_sample_size_reads_ranges_runs_and_maps():
+    from xailib.report import sample_size
+
+    assert sample_size("0.3 -> 0.9", "rule ...; n = 12-40 channels per stage and model") == "12-40 channels"
+    assert sample_size("9.97", "vgg, 64 channels, CPU; one image, best of n = 3 runs (naive: 1)") == "3 runs"
+    assert sample_size("0.156 of 3600 maps", "not PASCAL-Context's; n = 3600 maps") == "3600 maps"
+    assert sample_size("0 of 6", "permutation test ...") == ""

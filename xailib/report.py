@@ -118,6 +118,7 @@ INVENTORY: dict[str, list[Artifact]] = {
 
 _N_PATTERNS = (
     r"\bpaired over (\d[\d,]*) ((?:held-out |test )?(?:images|scenes|classes|pairs))",
+    r"\bn\s*=\s*(\d[\d,]*\s*-\s*\d[\d,]*)\s+([A-Za-z]+)",
     r"\bn\s*=\s*(\d[\d,]*)\s*([A-Za-z-]+)?",
     r"\bover (\d[\d,]*) ((?:held-out |test |training )?(?:images|classes|scenes|pairs|concepts|\(class, concept\) "
     r"pairs|draws|seeds|categories|channels|performers|performer pairs|random draws of k concepts))",

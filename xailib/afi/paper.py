@@ -451,7 +451,7 @@ def user_concepts_comparison(scores: pd.DataFrame | None, bias_table: pd.DataFra
             ns = int((~t["significant"].astype(bool)).sum())
             rows.append(paper_row("Fig. 4", f"{g} concepts not significant at 0.05 after Holm ({cname})",
                                   "n/a (the paper gives no test)", f"{ns} of {len(t)}", "not comparable",
-                                  "permutation test of the MMD against the random benchmark set"))
+                                  f"permutation test of the MMD against the random benchmark set; n = {len(t)} concepts"))
     if bias_table is not None and bias_scores is not None and len(bias_table):
         b = bias_table.set_index("model")
         moved = {m: b.loc[m, "to_target_after"] - b.loc[m, "to_target_before"] for m in b.index}

@@ -259,7 +259,7 @@ def sanity_comparison(table1: pd.DataFrame, counts: dict[str, pd.DataFrame], sur
                 "Table 1", f"AA has the highest PCC of the four strategies at every stage pair ({ds}; {name})",
                 "yes, at all 5 pairs", f"at {wins} of {m} pairs" + (" with a PCC" if m < len(pairs) else ""),
                 "reproduced" if wins == len(pairs) else "partly" if wins > len(pairs) / 2 else "not reproduced",
-                f"{name}; mean-ablation ground truth; best per pair: {', '.join(best)}"))
+                f"{name}; mean-ablation ground truth; best per pair: {', '.join(best)}{size}"))
     rows += zero_rows
     for name, c in counts.items():
         shares = []
@@ -274,7 +274,8 @@ def sanity_comparison(table1: pd.DataFrame, counts: dict[str, pd.DataFrame], sur
                 verdict = "reproduced" if frac >= 0.9 else "partly" if frac >= 0.7 else "not reproduced"
                 paper, rule = "nearly all at conv1_2", "nearly all: >= 0.9 reproduced, >= 0.7 partly"
             rows.append(paper_row("Fig. 6(b)", f"activated / all channels, {c['pair'].iloc[i]} ({what}; {name})", paper,
-                                  frac, verdict, f"{name}; rule: {rule}"))
+                                  frac, verdict, f"{name}; rule: {rule}"
+                                  + (f"; mean over n = {n_images} images" if n_images else "")))
         (top, top_ci), (bottom, bottom_ci) = shares
         state = interval_state(bottom_ci, top_ci)  # the paper: the share rises from the top pair to the bottom
         known = all(np.isfinite(v) for v in (*top_ci, *bottom_ci))
@@ -343,6 +344,18 @@ def sanity_comparison(table1: pd.DataFrame, counts: dict[str, pd.DataFrame], sur
     return paper_table(rows)
 
 
+def _selected_channels(group: dict[str, pd.DataFrame]) -> str:
+    """``"; n = 12-40 channels per stage and model"``: the selected channels behind Fig. 14's intervals at the
+    lowest and the highest stage, or ``""`` where the summaries do not count them."""
+    counts = [int(s["channels_selected"].iloc[i]) for s in group.values() if "channels_selected" in s.columns
+              for i in (0, -1)]
+    if not counts:
+        return ""
+    lo, hi = min(counts), max(counts)
+    return f"; n = {lo}-{hi} channels per stage and model (lowest and highest stage)" if lo != hi else \
+        f"; n = {lo} channels per stage and model (lowest and highest stage)"
+
+
 def timing_comparison(timing: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The timing claim of Sec. 4.1 (gAP ~50 ms vs ~10 s of ablation, ~200x) beside our measured times.
 
@@ -355,7 +368,9 @@ def timing_comparison(timing: dict[str, pd.DataFrame]) -> pd.DataFrame:
     for name, t in timing.items():
         top = t.iloc[0]
         k = int(top["channels"])
-        setting = f"{name}, {k} channels, CPU"
+        runs = (f"; one image, best of n = {int(top['runs'])} runs (naive: {int(top['runs_naive'])})"
+                if "runs" in t.columns else "")
+        setting = f"{name}, {k} channels, CPU{runs}"
         rows += [
             paper_row("Sec. 4.1 timing", f"gAP time, {top['pair']} (ms)", 1e3 * PAPER_TIMING["gap_s"],
                       float(top["gap_ms"]), "not comparable", f"{setting}; the paper: VGG-16 on an RTX 2080Ti"),
@@ -601,7 +616,7 @@ def diagnosis_comparison(
         rows.append(paper_row("Fig. 13", "activation maps whose best-IoU region is a context (background) label",
                               "context labels are among the most frequent for bird, boat, train",
                               f"{c['on_context'].mean():.3f} of {len(c)} maps", "not comparable",
-                              "our classes and contexts are ConceptWorld's, not PASCAL-Context's"))
+                              f"our classes and contexts are ConceptWorld's, not PASCAL-Context's; n = {len(c)} maps"))
     if bias_reliance is not None and len(bias_reliance):
         r = bias_reliance.set_index("condition")
         clean, conf = r.loc["clean"], r.loc["conflicting"]
@@ -663,7 +678,8 @@ def diagnosis_comparison(
                               "small at low layers, much larger at high layers", lows,
                               order_verdict(rise_states) if known else "not comparable",
                               (f"{rule}, and D rises by more than 0.2, in every model" + (f"; {words}" if words else "")
-                               if known else "no intervals (degree_summary without ci_low, ci_high)")))
+                               if known else "no intervals (degree_summary without ci_low, ci_high)")
+                              + _selected_channels(group)))
         has = [a for a in ("resnet", "vgg", "alexnet") if any(n.startswith(a) for n in group)]
         ranked = [next(n for n in group if n.startswith(a)) for a in has]
         states = [interval_state(interval(group[ranked[i]], -1), interval(group[ranked[i + 1]], -1))
@@ -688,6 +704,14 @@ def diagnosis_comparison(
 # --------------------------------------------------------------------------------------------------
 # The interactive demo
 # --------------------------------------------------------------------------------------------------
+
+
+def _images(times: pd.DataFrame) -> int:
+    return int(times["image"].nunique()) if "image" in times.columns else len(times)
+
+
+def _of_images(times: pd.DataFrame) -> str:
+    return f" of {_images(times)} images" if "image" in times.columns else ""
 
 
 def explorer_comparison(times, model_name: str, top_n: int, vgg_times=None, device: str = "cpu",
@@ -736,17 +760,19 @@ def explorer_comparison(times, model_name: str, top_n: int, vgg_times=None, devi
                   "not comparable", "not in the paper's text"),
         paper_row(demo, f"gAP time per expand step, {model_name}", "-",
                   f"{ms(times, 'gap_ms')} (whole step {ms(times, 'step_ms')})", "not comparable",
-                  f"median over steps and images; {where}"),
+                  f"median over n = {len(times)} steps{_of_images(times)}; {where}"),
         paper_row(demo, f"guided backprop per level (N neurons), {model_name}", "-", ms(times, "guided_ms"),
-                  "not comparable", where),
+                  "not comparable", f"median over n = {len(times)} levels{_of_images(times)}; {where}"),
         paper_row(demo, "back up / re-expand (cached)", "-", f"{ms(times, 'back_ms')} / {ms(times, 'reexpand_ms')}",
-                  "not comparable", where),
+                  "not comparable", f"median over n = {_images(times)} images (one back-up each); {where}"),
         paper_row(demo, "gAP time per step, VGG-16 224 x 224",
                   "about 50 ms; 'can immediately yield' explanations",
                   "not measured (smoke profile)" if vgg_times is None else ms(vgg_times, "gap_ms"),
-                  "not comparable", hw),
+                  "not comparable", hw + ("" if vgg_times is None else
+                                          f"; median over n = {len(vgg_times)} steps{_of_images(vgg_times)}")),
         paper_row(demo, "guided backprop per level, VGG-16 224 x 224", "not reported",
                   "not measured (smoke profile)" if vgg_times is None else ms(vgg_times, "guided_ms"),
-                  "not comparable", hw),
+                  "not comparable", hw + ("" if vgg_times is None else
+                                          f"; median over n = {len(vgg_times)} levels{_of_images(vgg_times)}")),
     ]
     return paper_table(rows)

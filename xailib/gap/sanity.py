@@ -446,7 +446,8 @@ def time_gap_vs_ground_truth(
     -------
     DataFrame
         One row per pair: ``pair``, ``layer``, ``channels``, ``gap_ms``, ``gt_batched_ms``, ``gt_naive_ms``,
-        ``naive_over_gap``, ``batched_over_gap``, ``naive_over_batched``.
+        ``naive_over_gap``, ``batched_over_gap``, ``naive_over_batched``, ``runs`` and ``runs_naive`` (the
+        timed runs of which each time is the best; one image).
     """
     check_model(model)
     image = check_images(image, model, one=True, what="image")
@@ -468,7 +469,8 @@ def time_gap_vs_ground_truth(
             t_n = _best_time(lambda: ground_truth_naive(model, image, decision, lower, base), max(1, repeat // 2))
             rows.append({"pair": name, "layer": lower, "channels": k, "gap_ms": 1e3 * t_gap,
                          "gt_batched_ms": 1e3 * t_b, "gt_naive_ms": 1e3 * t_n, "naive_over_gap": t_n / t_gap,
-                         "batched_over_gap": t_b / t_gap, "naive_over_batched": t_n / t_b})
+                         "batched_over_gap": t_b / t_gap, "naive_over_batched": t_n / t_b,
+                         "runs": repeat, "runs_naive": max(1, repeat // 2)})
         decision = Neuron(child.layer, child.channel, *child.position)
         node = child
     return pd.DataFrame(rows)

@@ -570,6 +570,7 @@ def explorer_comparison(state: ExplorerState, times=None, model_name: str = "", 
     def ms(col: str) -> str:
         return "not measured" if times is None or not len(times) else f"{times[col].median():.2f} ms"
 
+    timed = "images" if times is None else f"n = {len(times)} images"
     by_construction = "a capability of the method, true here by construction (so not 'reproduced')"
     rows = [
         paper_row("Sec. 4.2, Fig. 1", "explanation of any output, not only the predicted class",
@@ -586,9 +587,9 @@ def explorer_comparison(state: ExplorerState, times=None, model_name: str = "", 
         paper_row("(none)", "an interactive view to pick the image and the class", "not in the paper",
                   "ipywidgets view on a plain-Python state", "not comparable", "the paper's figures are static"),
         paper_row("(none)", f"time to switch to the second-ranked class{' (' + model_name + ')' if model_name else ''}",
-                  "not reported", ms("select_class_ms"), "not comparable", f"median over images; {where}"),
+                  "not reported", ms("select_class_ms"), "not comparable", f"median over {timed}; {where}"),
         paper_row("(none)", "time to resize a class's kept concept maps and gather prototypes (cold)", "not reported",
-                  ms("maps_ms"), "not comparable", f"median over images; {where}"),
+                  ms("maps_ms"), "not comparable", f"median over {timed}; {where}"),
         paper_row("(none)", "one-off explanation of all classes of the explored images and the pool", "not reported",
                   f"{state.seconds:.2f} s", "not comparable", f"at construction, {sizes}; {where}"),
     ]

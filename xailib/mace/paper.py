@@ -49,7 +49,8 @@ def concepts_comparison(blocks: pd.DataFrame, pruning: pd.DataFrame) -> pd.DataF
             f"{int(t['kept'].iloc[0] + t['pruned'].iloc[0])}", "not comparable",
             "the paper's count is for Places365, where it says most concepts were pruned; rules fired: "
             + ", ".join(f"{r} {int(t[r].sum())}" for r in ("top_t", "positive_everywhere", "masks_everything",
-                                                             "negative_on_class"))))
+                                                             "negative_on_class"))
+            + f"; n = {len(t)} classes"))
     rows.append(paper_row("Fig. 2 / SF11-SF12", "a concept's maps look alike across images of its class",
                           "yes (visual)", "see the figures", "not comparable", "a visual claim about AWA2 photos"))
     return paper_table(rows)
@@ -197,7 +198,7 @@ def outputs_comparison(specificity: pd.DataFrame, negative: pd.DataFrame, ranks:
         "not comparable" if not n else "reproduced" if sig == n else "partly" if sig > n / 2 else "not reproduced",
         f"per kept concept, AVG True minus AVG Others with a 95% Welch interval; mean AVG True "
         f"{true_vs_others['avg_true'].mean():+.3f}, AVG Others {true_vs_others['avg_others'].mean():+.3f}; "
-        "rule: reproduced if every interval lies above 0, partly if more than half"))
+        f"rule: reproduced if every interval lies above 0, partly if more than half; n = {n} concepts"))
     return paper_table(rows)
 
 
@@ -231,7 +232,8 @@ def localisation_comparison(table: pd.DataFrame | None, coverage: pd.DataFrame |
     rows.append(paper_row(
         "Table 1 (proxy)", f"pointing game: the map's maximum lies on the object{tag}", "no number",
         "; ".join(f"{m} {_ci_text(cis[m]['pointing'])}" for m in order), "not comparable",
-        "proxy, not the human study; hits over images with the object visible"))
+        f"proxy, not the human study; hits over images with the object visible, mean over "
+        f"{cis[best]['pointing'].n} images"))
     rows.append(paper_row(
         "Sec. 4.3 (proxy)", f"each kept MACE concept matches one part; distinct parts a class's concepts cover{tag}",
         "concepts are parts (ears, legs; visual)",
@@ -278,5 +280,6 @@ def robustness_comparison(table: pd.DataFrame, name: str = "MACE", model: str = 
                           f"{n} of {len(verdicts)} (partly: {half})",
                           "reproduced" if n == len(verdicts) else "partly" if n else "not reproduced",
                           "counts the rows above; rule: reproduced if every perturbation is, partly if at least one "
-                          "is (a perturbation where MACE leads only one baseline does not count)"))
+                          "is (a perturbation where MACE leads only one baseline does not count); "
+                          f"n = {len(verdicts)} perturbations"))
     return paper_table(rows)
