@@ -532,6 +532,7 @@ def diagnosis_comparison(
     degrees: dict[str, pd.DataFrame] | None = None,
     biased_occlusion: pd.DataFrame | None = None,
     bias_reliance: pd.DataFrame | None = None,
+    attacked: int | None = None,
 ) -> pd.DataFrame:
     """The paper's reported numbers and claims of Sec. 4.2 (Figs. 10-14) beside ours.
 
@@ -542,6 +543,8 @@ def diagnosis_comparison(
     peaks : DataFrame from :func:`xailib.gap.diagnosis.adversarial_peak_responses`
     attack_success : float
         Fraction of correctly classified images the attack fooled.
+    attacked : int, optional
+        The number of images attacked (the n of ``attack_success``).
     context : DataFrame from :func:`xailib.gap.diagnosis.context_assignment` (``.table``), one layer
     degrees : dict model name -> :func:`xailib.gap.diagnosis.degree_summary`
         Zoo models of both tiers are judged tier by tier (``<arch>-deep-<dataset>`` is the deep tier). Each
@@ -586,7 +589,9 @@ def diagnosis_comparison(
                               f"control: {o['p_pred_control'].mean():.3f}; n = {n}"))
     if attack_success is not None:
         rows.append(paper_row("Fig. 11", "attack success (PGD, L-inf)", "not reported (one example shown)",
-                              f"{attack_success:.3f}", "not comparable", "the paper shows one attacked image"))
+                              f"{attack_success:.3f}", "not comparable",
+                              "the paper shows one attacked image" + (f"; n = {attacked} images attacked"
+                                                                      if attacked else "")))
     if peaks is not None:
         f = peaks[peaks["fooled"] & (peaks["layer"] == peaks["layer"].iloc[-1])]
         for kind, key, word in (("true class", "fig11_true_drop", "decrease"),
