@@ -185,3 +185,21 @@ def test_sample_size_reads_ranges_runs_and_maps():
     assert sample_size("9.97", "vgg, 64 channels, CPU; one image, best of n = 3 runs (naive: 1)") == "3 runs"
     assert sample_size("0.156 of 3600 maps", "not PASCAL-Context's; n = 3600 maps") == "3600 maps"
     assert sample_size("0 of 6", "permutation test ...") == ""
+
+
+def test_rows_of_wall_clock_tables_are_marked_and_left_out_of_the_stable_lines(tmp_path):
+    figs = tmp_path / "figures"
+    _table(figs / "gap", "paper_vs_ours_timing",
+           [{"artifact": "Sec. 4.1 timing", "quantity": "gAP time (ms)", "paper": 50, "ours": 9.97,
+             "verdict": "not comparable", "note": "best of n = 3 runs"}], "01_sanity_check", {})
+    side = figs / "gap" / "paper_vs_ours_timing.json"
+    side.write_text(json.dumps({**json.loads(side.read_text()), "table": {"wall_clock": True}}))
+    _table(figs / "gap", "paper_vs_ours_sanity",
+           [{"artifact": "Table 1", "quantity": "PCC", "paper": 0.985, "ours": 0.744,
+             "verdict": "not reproduced", "note": "n = 50 images"}], "01_sanity_check", {})
+    text = report.render_report(figs)
+    timing = [line for line in text.splitlines() if line.startswith("| Sec. 4.1 timing | gAP time")]
+    pcc = [line for line in text.splitlines() if line.startswith("| Table 1 | PCC |")]
+    assert len(timing) == 1 and timing[0].endswith(f"{report.WALL_CLOCK_MARK} |")
+    assert timing[0] in report.wall_clock_lines(text) and timing[0] not in report.stable_lines(text)
+    assert len(pcc) == 1 and pcc[0] in report.stable_lines(text) and report.WALL_CLOCK_MARK not in pcc[0]

@@ -197,8 +197,21 @@ def collect_rows(figures: str | Path) -> pd.DataFrame:
         df["n"] = [sample_size(q, o, n) for q, o, n in zip(df["quantity"], df["ours"], df["note"])]
         df["ci"] = [confidence_interval(o, n) for o, n in zip(df["ours"], df["note"])]
         df["data_model"] = [data_and_model(r, params) for _, r in df.iterrows()]
+        df["wall_clock"] = _saved_as_wall_clock(side)
         parts.append(df)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _saved_as_wall_clock(meta) -> bool:
+    """Whether a table's sidecar says it holds times (``save_table(..., wall_clock=True)``), at any depth."""
+    if isinstance(meta, dict):
+        return bool(meta.get("wall_clock")) or any(_saved_as_wall_clock(v) for v in meta.values())
+    return False
+
+
+#: Ends the rows of tables saved with ``wall_clock=True`` (an HTML comment: not shown), so that
+#: :func:`wall_clock_lines` knows them: their times change from run to run.
+WALL_CLOCK_MARK = "<!-- wall clock -->"
 
 
 def _cell(text) -> str:
@@ -290,7 +303,8 @@ def _detail(rows: pd.DataFrame) -> list[str]:
     for _, r in rows.iterrows():
         out.append("| " + " | ".join(_cell(r[c]) for c in ("artifact", "quantity", "paper", "ours", "n", "ci",
                                                               "data_model", "verdict", "note"))
-                   + f" | [{Path(r['table']).stem}]({r['table']}) |")
+                   + f" | [{Path(r['table']).stem}]({r['table']})"
+                   + (f" {WALL_CLOCK_MARK}" if bool(r.get("wall_clock", False)) else "") + " |")
     return out + [""]
 
 
@@ -328,9 +342,10 @@ def write_report(figures: str | Path, path: str | Path, *, commit: str = "", pro
 
 
 def wall_clock_lines(text: str) -> list[str]:
-    """The lines of a report that may change between two runs with the same seed (run times, the commit)."""
+    """The lines of a report that may change between two runs with the same seed: run times (the wall-clock
+    lines, and the rows of tables saved with ``wall_clock=True``) and the commit."""
     return [line for line in text.splitlines() if line.startswith("- wall clock:") or line.startswith(
-        "Figures made at commit")]
+        "Figures made at commit") or line.endswith(f"{WALL_CLOCK_MARK} |")]
 
 
 def stable_lines(text: str) -> list[str]:
